@@ -1,0 +1,29 @@
+# swiftasync: build the engine .so, install it, test, benchmark.
+SWIFT        ?= swift
+ENGINE_DIR   := build
+ENGINE_SO    := $(ENGINE_DIR)/swiftasync.so
+ENGINE_ABS   := $(CURDIR)/$(ENGINE_SO)
+ENGINESDIR   := $(shell openssl version -e | sed -n 's/^ENGINESDIR: "\(.*\)"/\1/p')
+# The engine has its own scratch path: its flags differ from the tests'.
+ENGINE_BUILD := .build-engine
+ENGINE_FLAGS := -c release --scratch-path $(ENGINE_BUILD) --product swiftasync \
+	-Xswiftc -static-stdlib \
+	-Xlinker -z -Xlinker nodelete \
+	-Xlinker --version-script=$(CURDIR)/Sources/CEngineShim/exports.map
+
+.PHONY: all engine install deps test bench demo clean
+
+all: engine
+
+engine:
+	$(SWIFT) build $(ENGINE_FLAGS)
+	mkdir -p $(ENGINE_DIR)
+	cp $$($(SWIFT) build $(ENGINE_FLAGS) --show-bin-path)/libswiftasync.so $(ENGINE_SO)
+	@echo "built $(ENGINE_SO)"
+
+install: engine
+	install -m 0644 $(ENGINE_SO) $(ENGINESDIR)/swiftasync.so
+	@echo "installed $(ENGINESDIR)/swiftasync.so"
+
+clean:
+	rm -rf $(ENGINE_DIR) $(ENGINE_BUILD) .build

@@ -1,0 +1,31 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// The engine (.so) is SwiftEngine + CEngineShim; everything else loads it
+// through OpenSSL's dynamic engine, exactly as an application would.
+let opensslCompat: [CSetting] = [.define("OPENSSL_API_COMPAT", to: "0x10101000L")]
+
+let package = Package(
+    name: "swiftasync",
+    products: [
+        .library(name: "swiftasync", type: .dynamic, targets: ["SwiftEngine"]),
+        .executable(name: "engine-loader", targets: ["engine-loader"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl",
+                       providers: [.apt(["libssl-dev"])]),
+        .target(name: "CEngineShim", dependencies: ["COpenSSL"], exclude: ["exports.map"],
+                cSettings: opensslCompat),
+        .target(name: "SwiftEngine", dependencies: ["CEngineShim"]),
+        .target(name: "EngineHarness", dependencies: ["COpenSSL"]),
+        .executableTarget(name: "engine-loader", dependencies: [
+            "EngineHarness",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "SwiftEngineTests", dependencies: ["SwiftEngine"]),
+        .testTarget(name: "EngineTests", dependencies: ["EngineHarness", "COpenSSL"]),
+    ]
+)

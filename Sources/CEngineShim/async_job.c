@@ -1,0 +1,130 @@
+/*
+ * How an operation reaches a worker and how its caller waits: the engine's
+ * side of SSL_set_async_callback(3). Inside an ASYNC_JOB the job is paused
+ * and woken by the wait ctx's callback or our eventfd; outside one the
+ * caller blocks until a worker is done.
+ */
+#include "operation.h"
+
+#include <sched.h>
+#include <openssl/async.h>
+
+int sa_compute_inline(sa_algorithm algorithm)
+{
+    (void)algorithm;
+    return ASYNC_get_current_job() == NULL && sa_pool_prefers_inline();
+}
+
+static int uses_callback(const sa_record *record)
+{
+    return record->public.wake.callback != NULL;
+}
+
+/* The app's callback if it set one (SSL_CTX_set_async_callback), else our fd. */
+static int attach_wake(sa_record *record, ASYNC_WAIT_CTX *wait_ctx)
+{
+    ASYNC_callback_fn callback;
+    void *callback_arg;
+
+    if (ASYNC_WAIT_CTX_get_callback(wait_ctx, &callback, &callback_arg)) {
+        record->public.wake.callback = callback;
+        record->public.wake.callback_arg = callback_arg;
+        return 1;
+    }
+    record->wake_fd = sa_wake_fd_for(wait_ctx);
+    if (record->wake_fd == NULL)
+        return 0;
+    sa_wake_fd_retain(record->wake_fd);
+    record->public.wake.fd = record->wake_fd->fd;
+    return 1;
+}
+
+/* Queue full: make the application come back soon, without a worker. */
+static void ask_to_come_back(sa_record *record, ASYNC_WAIT_CTX *wait_ctx)
+{
+    if (uses_callback(record)) {
+        ASYNC_WAIT_CTX_set_status(wait_ctx, ASYNC_STATUS_EAGAIN);
+        record->public.wake.callback(record->public.wake.callback_arg);
+    } else {
+        sa_wake_fd_signal(record->wake_fd);
+    }
+}
+
+static void after_resume(sa_record *record)
+{
+    if (record->wake_fd != NULL)
+        sa_wake_fd_drain(record->wake_fd);
+}
+
+/* 1 once a worker holds the record; 0 if this thread must compute it. */
+static int submit_from_job(sa_record *record, ASYNC_WAIT_CTX *wait_ctx)
+{
+    for (;;) {
+        sa_submit_result result;
+
+        if (uses_callback(record))
+            ASYNC_WAIT_CTX_set_status(wait_ctx, ASYNC_STATUS_OK);
+        sa_record_retain(record);
+        result = sa_pool_submit(&record->public);
+        if (result == SA_SUBMIT_QUEUED)
+            return 1;
+        sa_record_release(record);
+        if (result == SA_SUBMIT_UNAVAILABLE)
+            return 0;
+        ask_to_come_back(record, wait_ctx);
+        if (!ASYNC_pause_job())
+            return 0;
+        after_resume(record);
+    }
+}
+
+/*
+ * A resume before the worker is done is spurious: pause again. When pausing
+ * is blocked (ASYNC_block_pause) ASYNC_pause_job returns at once, so this
+ * loop yields the CPU until the worker is done.
+ */
+static void wait_for_worker(sa_record *record)
+{
+    while (!sa_record_is_done(record)) {
+        if (ASYNC_pause_job())
+            after_resume(record);
+        if (!sa_record_is_done(record))
+            sched_yield();
+    }
+}
+
+static int run_on_this_thread(sa_record *record)
+{
+    sa_record_compute_here(record);
+    sa_stats_note_inline(record->public.algorithm, record->succeeded);
+    return record->succeeded;
+}
+
+static int run_in_job(sa_record *record, ASYNC_WAIT_CTX *wait_ctx)
+{
+    if (!attach_wake(record, wait_ctx) || !submit_from_job(record, wait_ctx))
+        return run_on_this_thread(record);
+    wait_for_worker(record);
+    sa_record_replay_errors(record);
+    return record->succeeded;
+}
+
+static int run_and_wait(sa_record *record)
+{
+    sa_record_retain(record);
+    if (!sa_pool_run_and_wait(&record->public)) {
+        sa_record_release(record);
+        return run_on_this_thread(record);
+    }
+    sa_record_replay_errors(record);
+    return record->succeeded;
+}
+
+int sa_record_run(sa_record *record)
+{
+    ASYNC_JOB *job = ASYNC_get_current_job();
+
+    if (job == NULL)
+        return run_and_wait(record);
+    return run_in_job(record, ASYNC_get_wait_ctx(job));
+}

@@ -1,0 +1,82 @@
+/*
+ * The contract between the C shim (which knows OpenSSL) and the Swift pool
+ * (which knows only this file). Nothing of ENGINE, RSA or ASYNC crosses it:
+ * Swift sees operations as opaque records with a header it may read.
+ */
+#ifndef SWIFTASYNC_SHIM_H
+#define SWIFTASYNC_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* What an operation computes; statistics are kept per algorithm. */
+typedef enum sa_algorithm {
+    SA_ALG_RSA_PRIVATE_ENCRYPT = 0, /* RSA sign: PKCS#1 v1.5, raw (TLS 1.3 PSS), X9.31 */
+    SA_ALG_RSA_PRIVATE_DECRYPT = 1, /* RSA decrypt: PKCS#1 v1.5, OAEP, raw */
+    SA_ALG_COUNT
+} sa_algorithm;
+
+/* Who is told when an operation completes: exactly one of the two is set. */
+typedef struct sa_wake {
+    int fd;                          /* an eventfd to add 1 to, or -1 */
+    int (*callback)(void *arg);      /* ASYNC_WAIT_CTX callback, or NULL */
+    void *callback_arg;
+} sa_wake;
+
+/*
+ * The part of an operation record Swift may read. The shim's records begin
+ * with it; the rest (key, input, result, errors) is private to the shim.
+ */
+typedef struct sa_operation {
+    sa_algorithm algorithm;
+    sa_wake wake;
+} sa_operation;
+
+/* How sa_pool_submit went. */
+typedef enum sa_submit_result {
+    SA_SUBMIT_QUEUED = 0,      /* the pool owns one reference now */
+    SA_SUBMIT_FULL = 1,        /* queue full: try again later (counted as a retry) */
+    SA_SUBMIT_UNAVAILABLE = 2, /* no worker can run: compute on this thread */
+} sa_submit_result;
+
+/* ---- Implemented in C, called by the Swift pool ---------------------- */
+
+/* Runs the math on the calling (worker) thread; 1 on success. */
+int sa_operation_execute(sa_operation *op);
+/* Makes the result visible to the waiting job (release ordering). */
+void sa_operation_publish_done(sa_operation *op);
+/* Drops the worker's reference; the record may be freed here. */
+void sa_operation_release(sa_operation *op);
+/* A blocking eventfd for a thread that waits outside async jobs; -1 on error. */
+int sa_eventfd_new_blocking(void);
+
+/* ---- Implemented in Swift, called by the C shim ---------------------- */
+
+/*
+ * For operations outside an async job: 1 to compute on the calling thread
+ * (the default), 0 to offload and wait (the SYNC_OFFLOAD switch).
+ */
+int sa_pool_prefers_inline(void);
+/* Queues op for a worker, never blocking. The caller retains op first. */
+sa_submit_result sa_pool_submit(sa_operation *op);
+/*
+ * Queues op (waiting for room) and blocks the calling thread until a worker
+ * has run it; sets op->wake itself. The caller retains op first. Returns 1
+ * when it ran, 0 if no worker can run (the reference is then still the caller's).
+ */
+int sa_pool_run_and_wait(sa_operation *op);
+/* Counts an operation computed on the application's thread. */
+void sa_stats_note_inline(sa_algorithm algorithm, int succeeded);
+
+/* Engine life: the pool starts lazily; the last finish drains and joins. */
+void sa_engine_did_init(void);
+void sa_engine_did_finish(void);
+
+/* Configuration by name (ctrl commands, openssl.cnf, environment). */
+/* Returns 1 if accepted, 0 if the name is unknown or the value is invalid. */
+int sa_config_set(const char *name, long value);
+int sa_config_set_string(const char *name, const char *value);
+/* Writes the statistics as text (NUL-terminated); returns the length needed. */
+size_t sa_stats_format(char *buffer, size_t capacity);
+
+#endif

@@ -1,0 +1,106 @@
+#include "operation.h"
+
+#include <string.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+
+void sa_record_init(sa_record *record, const sa_record_kind *kind,
+                    sa_algorithm algorithm)
+{
+    record->public.algorithm = algorithm;
+    record->public.wake.fd = -1;
+    record->public.wake.callback = NULL;
+    record->public.wake.callback_arg = NULL;
+    record->kind = kind;
+    atomic_init(&record->references, 1);
+    atomic_init(&record->done, 0);
+    record->succeeded = 0;
+    record->wake_fd = NULL;
+    record->error_count = 0;
+}
+
+void sa_record_retain(sa_record *record)
+{
+    atomic_fetch_add_explicit(&record->references, 1, memory_order_relaxed);
+}
+
+void sa_record_release(sa_record *record)
+{
+    if (atomic_fetch_sub_explicit(&record->references, 1, memory_order_acq_rel) != 1)
+        return;
+    if (record->wake_fd != NULL)
+        sa_wake_fd_release(record->wake_fd);
+    OPENSSL_cleanse(record->errors, sizeof(record->errors));
+    record->kind->destroy(record);
+}
+
+int sa_record_is_done(sa_record *record)
+{
+    return atomic_load_explicit(&record->done, memory_order_acquire);
+}
+
+static void capture_errors(sa_record *record)
+{
+    const char *file, *func, *data;
+    int line, flags;
+    unsigned long code;
+
+    while ((code = ERR_get_error_all(&file, &line, &func, &data, &flags)) != 0) {
+        sa_captured_error *slot;
+        if (record->error_count == SA_MAX_CAPTURED_ERRORS)
+            continue;   /* keep the oldest: they name the cause */
+        slot = &record->errors[record->error_count++];
+        slot->code = code;
+        slot->file = file;
+        slot->line = line;
+        slot->func = func;
+        slot->data[0] = '\0';
+        if ((flags & ERR_TXT_STRING) != 0 && data != NULL)
+            OPENSSL_strlcpy(slot->data, data, sizeof(slot->data));
+    }
+}
+
+void sa_record_compute_here(sa_record *record)
+{
+    record->succeeded = record->kind->compute(record);
+}
+
+void sa_record_replay_errors(const sa_record *record)
+{
+    int i;
+    for (i = 0; i < record->error_count; i++) {
+        const sa_captured_error *error = &record->errors[i];
+        ERR_new();
+        ERR_set_debug(error->file, error->line, error->func);
+        if (error->data[0] != '\0')
+            ERR_set_error(ERR_GET_LIB(error->code), ERR_GET_REASON(error->code),
+                          "%s", error->data);
+        else
+            ERR_set_error(ERR_GET_LIB(error->code), ERR_GET_REASON(error->code),
+                          NULL);
+    }
+}
+
+/* ---- The Swift pool's side of the contract ---------------------------- */
+
+int sa_operation_execute(sa_operation *op)
+{
+    sa_record *record = (sa_record *)op;
+    /* A worker's error queue is its own: whatever is on it is not ours. */
+    ERR_clear_error();
+    record->succeeded = record->kind->compute(record);
+    if (!record->succeeded)
+        capture_errors(record);
+    ERR_clear_error();
+    return record->succeeded;
+}
+
+void sa_operation_publish_done(sa_operation *op)
+{
+    atomic_store_explicit(&((sa_record *)op)->done, 1, memory_order_release);
+}
+
+void sa_operation_release(sa_operation *op)
+{
+    sa_record_release((sa_record *)op);
+}

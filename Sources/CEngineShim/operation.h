@@ -1,0 +1,65 @@
+/*
+ * The operation record: heap-allocated, reference-counted, owned jointly by
+ * the job that submitted it and the worker that runs it. Workers touch only
+ * what the record captured, never the ASYNC_JOB or the ASYNC_WAIT_CTX.
+ */
+#ifndef SWIFTASYNC_OPERATION_H
+#define SWIFTASYNC_OPERATION_H
+
+#include <stdatomic.h>
+#include "swiftasync_shim.h"
+#include "wake_fd.h"
+
+#define SA_MAX_CAPTURED_ERRORS 4
+
+/* One entry of a worker's error queue, carried back to the caller's. */
+typedef struct sa_captured_error {
+    unsigned long code;
+    const char *file;     /* static strings inside libcrypto */
+    int line;
+    const char *func;
+    char data[160];
+} sa_captured_error;
+
+typedef struct sa_record sa_record;
+
+/* What distinguishes one kind of operation from another. */
+typedef struct sa_record_kind {
+    int (*compute)(sa_record *record);   /* the math; 1 on success */
+    void (*destroy)(sa_record *record);  /* cleanse secrets, free payload */
+} sa_record_kind;
+
+struct sa_record {
+    sa_operation public;                 /* first: Swift sees this part */
+    const sa_record_kind *kind;
+    atomic_int references;
+    atomic_int done;
+    int succeeded;
+    sa_wake_fd *wake_fd;                 /* held while a worker may write it */
+    int error_count;
+    sa_captured_error errors[SA_MAX_CAPTURED_ERRORS];
+};
+
+/* Initialises the common part; the caller holds the one reference. */
+void sa_record_init(sa_record *record, const sa_record_kind *kind,
+                    sa_algorithm algorithm);
+void sa_record_retain(sa_record *record);
+void sa_record_release(sa_record *record);
+int sa_record_is_done(sa_record *record);
+
+/* Runs the math on the caller's thread; its errors stay on that thread. */
+void sa_record_compute_here(sa_record *record);
+/* Puts the errors a worker saw onto the calling thread's error queue. */
+void sa_record_replay_errors(const sa_record *record);
+
+/*
+ * Runs the record to completion by the best route: inside an async job it
+ * offloads and pauses; outside one it waits for a worker. Returns succeeded.
+ * Call only after deciding the operation is not computed inline.
+ */
+int sa_record_run(sa_record *record);
+
+/* Should this operation be computed on the calling thread, no record made? */
+int sa_compute_inline(sa_algorithm algorithm);
+
+#endif

@@ -1,0 +1,77 @@
+import COpenSSL
+import Foundation
+
+/// Where an operation runs relative to OpenSSL's async machinery.
+public enum ExecutionMode: String, CaseIterable, Sendable {
+    /// A plain call, no ASYNC_JOB: computed inline unless SYNC_OFFLOAD is on.
+    case sync
+    case waitFD = "wait-fd"
+    case callback
+
+    public var wakeMode: WakeMode? {
+        switch self {
+        case .sync: nil
+        case .waitFD: .waitFD
+        case .callback: .callback
+        }
+    }
+}
+
+/// The outcome of comparing engine results with default OpenSSL's.
+public struct CheckResult: Sendable {
+    public init() {}
+    public var compared = 0
+    public var mismatches: [String] = []
+    public var passed: Bool { mismatches.isEmpty && compared > 0 }
+}
+
+/// Runs operations through the engine and compares each with default OpenSSL.
+public enum SelfCheck {
+    public static let rsaCases: [(RSAPrivateOperation.Kind, Int32)] =
+        RSAPrivateOperation.signPaddings.map { (.encrypt, $0) }
+        + RSAPrivateOperation.decryptPaddings.map { (.decrypt, $0) }
+
+    /// Runs `operations` on the engine key in `mode`; returns each (result, output).
+    public static func run(_ operations: [RSAPrivateOperation], on key: RSAKeyPair,
+                           mode: ExecutionMode) throws -> [(result: Int32, output: [UInt8])] {
+        guard let wakeMode = mode.wakeMode else {
+            return operations.map { $0.perform(on: key.engineKey) }
+        }
+        let outputs = operations.map { _ in OutputBox() }
+        let bodies: [() -> Int32] = zip(operations, outputs).map { operation, box in
+            let rsa = key.engineKey
+            return {
+                let (result, output) = operation.perform(on: rsa)
+                box.output = output
+                return result
+            }
+        }
+        let outcome = try AsyncBatch.run(bodies, mode: wakeMode)
+        return zip(outcome.results, outputs).map { ($0, $1.output) }
+    }
+
+    /// Every padding, `count` random inputs each, on one key size: byte-equal results.
+    public static func rsa(key: RSAKeyPair, mode: ExecutionMode, count: Int = 8) throws -> CheckResult {
+        var check = CheckResult()
+        guard key.engineKeyUsesEngine else {
+            check.mismatches.append("RSA \(key.bits): the key does not use the engine")
+            return check
+        }
+        for (kind, padding) in rsaCases {
+            let operations = (0..<count).map { _ in RSAPrivateOperation.random(kind, padding: padding, key: key) }
+            let engine = try run(operations, on: key, mode: mode)
+            for (operation, got) in zip(operations, engine) {
+                let expected = operation.perform(on: key.softwareKey)
+                check.compared += 1
+                if got.result != expected.result || got.output != expected.output {
+                    check.mismatches.append("RSA \(key.bits) \(operation) \(mode.rawValue): engine returned \(got.result), default OpenSSL \(expected.result)\(OpenSSLErrors.drain())")
+                }
+            }
+        }
+        return check
+    }
+}
+
+final class OutputBox: @unchecked Sendable {
+    var output: [UInt8] = []
+}

@@ -1,0 +1,62 @@
+import Glibc
+
+/// The engine's settings. Environment variables give the starting values
+/// (for applications that offer no ctrl access); ctrl commands, from code or
+/// openssl.cnf, override them.
+struct Configuration: Sendable {
+    /// 0 means one worker per online CPU.
+    var threads = 0
+    var queueDepth = 1024
+    var syncOffload = false
+    var statsFile: String?
+
+    static let threadLimit = 1024
+    static let queueDepthLimit = 1 << 20
+
+    var workerCount: Int {
+        threads > 0 ? threads : max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    }
+
+    /// Applies one numeric setting; false if the name is unknown or the value out of range.
+    mutating func set(_ name: String, to value: Int) -> Bool {
+        switch name {
+        case "THREADS" where (0...Self.threadLimit).contains(value):
+            threads = value
+        case "QUEUE_DEPTH" where (1...Self.queueDepthLimit).contains(value):
+            queueDepth = value
+        case "SYNC_OFFLOAD" where value == 0 || value == 1:
+            syncOffload = value == 1
+        default:
+            return false
+        }
+        return true
+    }
+
+    mutating func set(_ name: String, to value: String) -> Bool {
+        switch name {
+        case "STATS_FILE":
+            statsFile = value.isEmpty ? nil : value
+            return true
+        default:
+            guard let number = Int(value) else { return false }
+            return set(name, to: number)
+        }
+    }
+
+    static let environmentNames = ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "STATS_FILE"]
+
+    /// Defaults overridden by SWIFTASYNC_<NAME>; invalid values are ignored
+    /// with a warning on stderr, since there is no caller to return an error to.
+    static func fromEnvironment() -> Configuration {
+        var configuration = Configuration()
+        for name in environmentNames {
+            guard let raw = getenv("SWIFTASYNC_" + name) else { continue }
+            let value = String(cString: raw)
+            if !configuration.set(name, to: value) {
+                let warning = "swiftasync: ignoring SWIFTASYNC_\(name)=\(value): invalid value\n"
+                _ = write(STDERR_FILENO, warning, warning.utf8.count)
+            }
+        }
+        return configuration
+    }
+}

@@ -1,0 +1,162 @@
+import CEngineShim
+import Glibc
+import Synchronization
+
+/// The engine's one piece of global state: configuration, statistics and the
+/// pool, which starts on first use and stops when the last ENGINE finishes.
+final class EngineRuntime: @unchecked Sendable {
+    static let shared = EngineRuntime()
+
+    let statistics = Statistics()
+    private let lock = PThreadLock()
+    private var configuration = Configuration.fromEnvironment()
+    private var pool: WorkerPool?
+    private var poolOwner: pid_t = 0
+    private var activeEngines = 0
+    /// Read on every inline/offload decision, so kept outside the lock.
+    private let syncOffload = Atomic<Bool>(false)
+
+    private init() {
+        syncOffload.store(configuration.syncOffload, ordering: .relaxed)
+    }
+
+    var prefersInline: Bool { !syncOffload.load(ordering: .relaxed) }
+
+    // MARK: Configuration
+
+    func set(_ name: String, to value: Int) -> Bool {
+        reconfigure { $0.set(name, to: value) }
+    }
+
+    func set(_ name: String, to value: String) -> Bool {
+        reconfigure { $0.set(name, to: value) }
+    }
+
+    /// A new pool shape takes effect by draining the running pool; the next
+    /// operation starts one with the new settings.
+    private func reconfigure(_ change: (inout Configuration) -> Bool) -> Bool {
+        var retired: WorkerPool?
+        let accepted = lock.withLock { () -> Bool in
+            var updated = configuration
+            guard change(&updated) else { return false }
+            let reshaped = updated.workerCount != configuration.workerCount
+                || updated.queueDepth != configuration.queueDepth
+            configuration = updated
+            syncOffload.store(updated.syncOffload, ordering: .relaxed)
+            if reshaped { retired = takePool() }
+            return true
+        }
+        retired?.shutdown()
+        return accepted
+    }
+
+    // MARK: Life cycle
+
+    func engineDidInit() {
+        lock.withLock { activeEngines += 1 }
+    }
+
+    /// The last finish drains in-flight operations and joins the threads.
+    func engineDidFinish() {
+        var retired: WorkerPool?
+        var statsFile: String?
+        lock.withLock {
+            activeEngines = max(0, activeEngines - 1)
+            guard activeEngines == 0 else { return }
+            retired = takePool()
+            statsFile = configuration.statsFile
+        }
+        retired?.shutdown()
+        if let statsFile { appendReport(to: statsFile) }
+    }
+
+    private func takePool() -> WorkerPool? {
+        defer { pool = nil }
+        return poolOwner == getpid() ? pool : nil
+    }
+
+    /// The running pool, started if needed. After a fork the child has none of
+    /// the parent's threads, so it starts its own.
+    func currentPool() -> WorkerPool? {
+        lock.withLock {
+            let me = getpid()
+            if let pool, poolOwner == me { return pool }
+            let fresh = WorkerPool(threadCount: configuration.workerCount,
+                                   queueCapacity: configuration.queueDepth,
+                                   handler: { EngineRuntime.shared.complete($0) })
+            guard fresh.start() else { return nil }
+            pool = fresh
+            poolOwner = me
+            return fresh
+        }
+    }
+
+    // MARK: Operations
+
+    func submit(_ operation: UnsafeMutablePointer<sa_operation>) -> sa_submit_result {
+        guard let pool = currentPool() else { return SA_SUBMIT_UNAVAILABLE }
+        return account(pool.trySubmit(UnsafeMutableRawPointer(operation)), operation)
+    }
+
+    /// Sync offload: queue (waiting for room) and block until a worker is done.
+    func runAndWait(_ operation: UnsafeMutablePointer<sa_operation>) -> Bool {
+        guard let pool = currentPool(), let waiter = ThreadWaiter.current() else { return false }
+        operation.pointee.wake = sa_wake(fd: waiter.fd, callback: nil, callback_arg: nil)
+        guard account(pool.submitWaitingForRoom(UnsafeMutableRawPointer(operation)),
+                      operation) == SA_SUBMIT_QUEUED else { return false }
+        waiter.wait()
+        return true
+    }
+
+    private func account(_ outcome: WorkerPool.SubmitOutcome,
+                         _ operation: UnsafeMutablePointer<sa_operation>) -> sa_submit_result {
+        let counters = statistics.counters(for: operation.pointee.algorithm)
+        switch outcome {
+        case .queued(let depth):
+            counters.offloaded.increment()
+            statistics.noteQueueDepth(depth)
+            return SA_SUBMIT_QUEUED
+        case .full:
+            counters.retried.increment()
+            return SA_SUBMIT_FULL
+        case .stopped:
+            return SA_SUBMIT_UNAVAILABLE
+        }
+    }
+
+    func noteInline(_ algorithm: sa_algorithm, succeeded: Bool) {
+        let counters = statistics.counters(for: algorithm)
+        counters.inline.increment()
+        if !succeeded { counters.failed.increment() }
+    }
+
+    /// A worker's whole part in one operation.
+    private func complete(_ item: UnsafeMutableRawPointer) {
+        let operation = item.assumingMemoryBound(to: sa_operation.self)
+        if sa_operation_execute(operation) == 0 {
+            statistics.counters(for: operation.pointee.algorithm).failed.increment()
+        }
+        let wake = operation.pointee.wake
+        sa_operation_publish_done(operation)
+        Wakeup.deliver(wake)
+        sa_operation_release(operation)
+    }
+
+    // MARK: Statistics
+
+    func report() -> String {
+        let (header, _) = lock.withLock { () -> (String, Void) in
+            let running = poolOwner == getpid() ? (pool?.threadCount ?? 0) : 0
+            return ("swiftasync pid=\(getpid()) threads=\(configuration.workerCount)"
+                + " running_threads=\(running) queue_depth=\(configuration.queueDepth)"
+                + " sync_offload=\(configuration.syncOffload ? 1 : 0)", ())
+        }
+        return statistics.report(header: header)
+    }
+
+    private func appendReport(to path: String) {
+        guard let file = fopen(path, "a") else { return }
+        fputs(report(), file)
+        fclose(file)
+    }
+}

@@ -1,0 +1,53 @@
+import CEngineShim
+import Synchronization
+
+/// Per-algorithm counters, updated lock-free from application and worker threads.
+final class Statistics: Sendable {
+    final class Counters: Sendable {
+        let offloaded = Atomic<Int>(0)
+        let inline = Atomic<Int>(0)
+        let retried = Atomic<Int>(0)
+        let failed = Atomic<Int>(0)
+    }
+
+    static let algorithmNames: [String] = (0..<Int(SA_ALG_COUNT.rawValue)).map { index in
+        switch sa_algorithm(UInt32(index)) {
+        case SA_ALG_RSA_PRIVATE_ENCRYPT: "rsa_private_encrypt"
+        case SA_ALG_RSA_PRIVATE_DECRYPT: "rsa_private_decrypt"
+        default: "algorithm_\(index)"
+        }
+    }
+
+    private let counters: [Counters] = Statistics.algorithmNames.map { _ in Counters() }
+    let queueHighWater = Atomic<Int>(0)
+
+    func counters(for algorithm: sa_algorithm) -> Counters {
+        counters[Int(algorithm.rawValue)]
+    }
+
+    func noteQueueDepth(_ depth: Int) {
+        var seen = queueHighWater.load(ordering: .relaxed)
+        while depth > seen {
+            let (exchanged, original) = queueHighWater.compareExchange(
+                expected: seen, desired: depth, ordering: .relaxed)
+            if exchanged { return }
+            seen = original
+        }
+    }
+
+    /// One header line, then one line per algorithm: `name key=value ...`.
+    func report(header: String) -> String {
+        var text = header + " queue_high_water=\(queueHighWater.load(ordering: .relaxed))\n"
+        for (name, counter) in zip(Self.algorithmNames, counters) {
+            text += "\(name) offloaded=\(counter.offloaded.load(ordering: .relaxed))"
+                + " inline=\(counter.inline.load(ordering: .relaxed))"
+                + " retried=\(counter.retried.load(ordering: .relaxed))"
+                + " failed=\(counter.failed.load(ordering: .relaxed))\n"
+        }
+        return text
+    }
+}
+
+extension Atomic where Value == Int {
+    func increment() { wrappingAdd(1, ordering: .relaxed) }
+}

@@ -1,0 +1,116 @@
+import Glibc
+
+/// N threads taking opaque work items from one bounded FIFO. It knows nothing
+/// of OpenSSL: the engine hands it records and a handler that runs one.
+final class WorkerPool: @unchecked Sendable {
+    typealias Handler = @Sendable (UnsafeMutableRawPointer) -> Void
+
+    enum SubmitOutcome: Equatable {
+        case queued(depth: Int)
+        case full
+        case stopped
+    }
+
+    let threadCount: Int
+    private let handler: Handler
+    private let lock = PThreadLock()
+    private let workAvailable = PThreadCondition()
+    private let roomAvailable = PThreadCondition()
+    private var queue: RingBuffer
+    private var sleepingWorkers = 0
+    private var waitingSubmitters = 0
+    private var stopping = false
+    private var threads: [pthread_t] = []
+
+    init(threadCount: Int, queueCapacity: Int, handler: @escaping Handler) {
+        self.threadCount = threadCount
+        self.handler = handler
+        queue = RingBuffer(capacity: queueCapacity)
+    }
+
+    deinit { queue.deallocate() }
+
+    /// Starts the threads with every signal blocked: signals belong to the
+    /// host application's threads. Returns false if no thread could start.
+    func start() -> Bool {
+        var all = sigset_t(), previous = sigset_t()
+        sigfillset(&all)
+        pthread_sigmask(SIG_SETMASK, &all, &previous)
+        defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+
+        for _ in 0..<threadCount {
+            var thread = pthread_t()
+            let context = Unmanaged.passRetained(self).toOpaque()
+            let created = pthread_create(&thread, nil, { context in
+                let pool = Unmanaged<WorkerPool>.fromOpaque(context!).takeRetainedValue()
+                pool.runWorker()
+                return nil
+            }, context)
+            if created != 0 {
+                Unmanaged<WorkerPool>.fromOpaque(context).release()
+                break
+            }
+            threads.append(thread)
+        }
+        if threads.isEmpty { lock.withLock { stopping = true } }
+        return !threads.isEmpty
+    }
+
+    /// Never blocks: a full queue is the caller's to retry.
+    func trySubmit(_ item: UnsafeMutableRawPointer) -> SubmitOutcome {
+        lock.lock()
+        if stopping { lock.unlock(); return .stopped }
+        if queue.isFull { lock.unlock(); return .full }
+        return enqueueAndUnlock(item)
+    }
+
+    /// Waits for room: for callers outside async jobs, who may block.
+    func submitWaitingForRoom(_ item: UnsafeMutableRawPointer) -> SubmitOutcome {
+        lock.lock()
+        while queue.isFull && !stopping {
+            waitingSubmitters += 1
+            roomAvailable.wait(lock)
+            waitingSubmitters -= 1
+        }
+        if stopping { lock.unlock(); return .stopped }
+        return enqueueAndUnlock(item)
+    }
+
+    private func enqueueAndUnlock(_ item: UnsafeMutableRawPointer) -> SubmitOutcome {
+        queue.push(item)
+        let depth = queue.count
+        let wakeOne = sleepingWorkers > 0
+        lock.unlock()
+        if wakeOne { workAvailable.signal() }
+        return .queued(depth: depth)
+    }
+
+    /// Runs everything already queued, then joins the threads.
+    func shutdown() {
+        lock.withLock { stopping = true }
+        workAvailable.broadcast()
+        roomAvailable.broadcast()
+        for thread in threads { pthread_join(thread, nil) }
+        threads.removeAll()
+    }
+
+    private func runWorker() {
+        lock.lock()
+        while true {
+            if let item = queue.pop() {
+                let wakeSubmitter = waitingSubmitters > 0
+                lock.unlock()
+                if wakeSubmitter { roomAvailable.signal() }
+                handler(item)
+                lock.lock()
+            } else if stopping {
+                break
+            } else {
+                sleepingWorkers += 1
+                workAvailable.wait(lock)
+                sleepingWorkers -= 1
+            }
+        }
+        lock.unlock()
+    }
+}

@@ -1,0 +1,39 @@
+import COpenSSL
+import EngineHarness
+import XCTest
+
+/// Each test loads swiftasync through OpenSSL's dynamic engine, makes it the
+/// default, and closes it again, so that every test starts from a clean engine.
+class EngineTestCase: XCTestCase {
+    var engine: LoadedEngine!
+
+    /// Ctrl commands for this test class's engine.
+    var engineSettings: [(String, String)] { [] }
+
+    override func setUpWithError() throws {
+        ERR_clear_error()
+        engine = try LoadedEngine(settings: engineSettings)
+    }
+
+    override func tearDown() {
+        engine?.close()
+        engine = nil
+        ERR_clear_error()
+    }
+
+    /// The change in the engine's counters across `body`.
+    func countersDelta(_ body: () throws -> Void) throws -> (before: EngineStats, after: EngineStats) {
+        let before = try engine.stats()
+        try body()
+        return (before, try engine.stats())
+    }
+
+    func delta(_ pair: (before: EngineStats, after: EngineStats), _ algorithm: String, _ counter: String) -> Int {
+        pair.after.count(algorithm, counter) - pair.before.count(algorithm, counter)
+    }
+
+    func assertPassed(_ check: CheckResult, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertGreaterThan(check.compared, 0, "nothing was compared", file: file, line: line)
+        XCTAssertEqual(check.mismatches, [], file: file, line: line)
+    }
+}
