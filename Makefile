@@ -3,7 +3,7 @@ SWIFT        ?= swift
 ENGINE_DIR   := build
 ENGINE_SO    := $(ENGINE_DIR)/swiftasync.so
 ENGINE_ABS   := $(CURDIR)/$(ENGINE_SO)
-ENGINESDIR   := $(shell openssl version -e | sed -n 's/^ENGINESDIR: "\(.*\)"/\1/p')
+ENGINESDIR    = $(shell openssl version -e | sed -n 's/^ENGINESDIR: "\(.*\)"/\1/p')
 # The engine has its own scratch path: its flags differ from the tests'.
 ENGINE_BUILD := .build-engine
 ENGINE_FLAGS := -c release --scratch-path $(ENGINE_BUILD) --product swiftasync \
@@ -11,11 +11,14 @@ ENGINE_FLAGS := -c release --scratch-path $(ENGINE_BUILD) --product swiftasync \
 	-Xlinker -z -Xlinker nodelete \
 	-Xlinker --version-script=$(CURDIR)/Sources/CEngineShim/exports.map
 
-.PHONY: all engine install deps test bench demo clean
+.PHONY: all engine loader install deps test bench clean
 
-all: engine
+all: engine loader
 
-engine:
+deps:
+	scripts/install-deps.sh
+
+engine: deps
 	$(SWIFT) build $(ENGINE_FLAGS)
 	mkdir -p $(ENGINE_DIR)
 	cp $$($(SWIFT) build $(ENGINE_FLAGS) --show-bin-path)/libswiftasync.so $(ENGINE_SO)
@@ -24,6 +27,19 @@ engine:
 install: engine
 	install -m 0644 $(ENGINE_SO) $(ENGINESDIR)/swiftasync.so
 	@echo "installed $(ENGINESDIR)/swiftasync.so"
+
+loader:
+	$(SWIFT) build -c release --product engine-loader
+	@echo "built $$($(SWIFT) build -c release --show-bin-path)/engine-loader"
+
+# Unit tests of the pool, then the .so loaded in-process and under real apps.
+test: engine
+	$(SWIFT) build --build-tests
+	SWIFTASYNC_SO=$(ENGINE_ABS) $(SWIFT) test --skip-build --disable-swift-testing
+
+# The main job: the engine against plain OpenSSL, side by side, with ratios.
+bench: engine
+	ENGINE_SO=$(ENGINE_ABS) scripts/bench-speed.sh
 
 clean:
 	rm -rf $(ENGINE_DIR) $(ENGINE_BUILD) .build

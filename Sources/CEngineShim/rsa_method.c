@@ -40,6 +40,12 @@ static int compute_rsa(sa_record *base)
     record->result = record->software(record->input_length, record->input,
                                       record->output, record->rsa,
                                       record->padding);
+    /*
+     * Let go of the key before the caller is woken: its reference may be the
+     * last one to the ENGINE, whose finish must not run on a worker.
+     */
+    RSA_free(record->rsa);
+    record->rsa = NULL;
     return record->result >= 0;
 }
 

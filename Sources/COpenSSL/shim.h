@@ -17,4 +17,19 @@
 #include <openssl/rsa.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+
+/* Function forms of the macros Swift cannot import (harness and tools only). */
+static inline int harness_ctx_set_max_proto_version(SSL_CTX *ctx, int version)
+{ return (int)SSL_CTX_set_max_proto_version(ctx, version); }
+static inline long harness_ctx_set_mode(SSL_CTX *ctx, long mode)
+{ return SSL_CTX_set_mode(ctx, mode); }
+static inline long harness_ctx_disable_resumption(SSL_CTX *ctx)
+{
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    return SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+}
+static inline int harness_ctx_set1_groups_list(SSL_CTX *ctx, const char *groups)
+{ return (int)SSL_CTX_set1_groups_list(ctx, groups); }
+static inline unsigned int harness_engine_method_all(void) { return ENGINE_METHOD_ALL; }
+
 #endif

@@ -155,3 +155,11 @@ enum CallbackPipe {
         return tokens.prefix(bytes / 8).filter { $0 >> 20 == batch }.map { Int($0 & 0xFFFFF) - 1 }
     }
 }
+
+extension CallbackPipe {
+    /// SSL_CTX_set_async_callback's form; the token is the SSL's callback arg.
+    static let sslCallback: SSL_async_callback_fn = { _, argument in
+        var token = UInt64(UInt(bitPattern: argument))
+        return write(CallbackPipe.fds.write, &token, 8) == 8 ? 1 : 0
+    }
+}

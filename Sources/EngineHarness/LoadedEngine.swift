@@ -68,7 +68,7 @@ public final class LoadedEngine {
             ENGINE_free(engine)
             throw HarnessError("ENGINE_init failed")
         }
-        if makeDefault && ENGINE_set_default(engine, 0xFFFF /* ENGINE_METHOD_ALL */) != 1 {
+        if makeDefault && ENGINE_set_default(engine, harness_engine_method_all()) != 1 {
             ENGINE_finish(engine)
             ENGINE_free(engine)
             throw HarnessError("ENGINE_set_default failed")
@@ -76,6 +76,13 @@ public final class LoadedEngine {
     }
 
     public var id: String { String(cString: ENGINE_get_id(engine)) }
+
+    /// What the engine implements, as OpenSSL sees it.
+    public var algorithms: [String] {
+        var names: [String] = []
+        if ENGINE_get_RSA(engine) != nil { names.append("RSA") }
+        return names
+    }
     public var name: String { String(cString: ENGINE_get_name(engine)) }
 
     public func set(_ name: String, _ value: String) throws {

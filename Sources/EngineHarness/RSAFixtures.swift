@@ -75,6 +75,12 @@ public struct RSAPrivateOperation: CustomStringConvertible, Sendable {
     public let padding: Int32
     public let input: [UInt8]
 
+    public init(kind: Kind, padding: Int32, input: [UInt8]) {
+        self.kind = kind
+        self.padding = padding
+        self.input = input
+    }
+
     public var description: String {
         "\(kind.rawValue)/\(Self.paddingName(padding)) (\(input.count) bytes)"
     }

@@ -56,7 +56,8 @@ final class EngineRuntime: @unchecked Sendable {
         lock.withLock { activeEngines += 1 }
     }
 
-    /// The last finish drains in-flight operations and joins the threads.
+    /// The last finish drains in-flight operations and joins the threads; an
+    /// engine loaded again afterwards starts from the environment's settings.
     func engineDidFinish() {
         var retired: WorkerPool?
         var statsFile: String?
@@ -65,6 +66,8 @@ final class EngineRuntime: @unchecked Sendable {
             guard activeEngines == 0 else { return }
             retired = takePool()
             statsFile = configuration.statsFile
+            configuration = Configuration.fromEnvironment()
+            syncOffload.store(configuration.syncOffload, ordering: .relaxed)
         }
         retired?.shutdown()
         if let statsFile { appendReport(to: statsFile) }
@@ -85,6 +88,7 @@ final class EngineRuntime: @unchecked Sendable {
                                    queueCapacity: configuration.queueDepth,
                                    handler: { EngineRuntime.shared.complete($0) })
             guard fresh.start() else { return nil }
+            statistics.queueHighWater.store(0, ordering: .relaxed)
             pool = fresh
             poolOwner = me
             return fresh

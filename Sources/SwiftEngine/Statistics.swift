@@ -19,6 +19,7 @@ final class Statistics: Sendable {
     }
 
     private let counters: [Counters] = Statistics.algorithmNames.map { _ in Counters() }
+    /// Deepest the running pool's queue has been (the last pool's, once stopped).
     let queueHighWater = Atomic<Int>(0)
 
     func counters(for algorithm: sa_algorithm) -> Counters {

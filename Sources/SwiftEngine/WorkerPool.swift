@@ -85,12 +85,20 @@ final class WorkerPool: @unchecked Sendable {
         return .queued(depth: depth)
     }
 
-    /// Runs everything already queued, then joins the threads.
+    /// Runs everything already queued, then joins the threads. From one of
+    /// the pool's own threads (a handler dropping the last reference to the
+    /// engine) that thread is detached instead: it exits when its handler returns.
     func shutdown() {
         lock.withLock { stopping = true }
         workAvailable.broadcast()
         roomAvailable.broadcast()
-        for thread in threads { pthread_join(thread, nil) }
+        for thread in threads {
+            if pthread_equal(thread, pthread_self()) != 0 {
+                pthread_detach(thread)
+            } else {
+                pthread_join(thread, nil)
+            }
+        }
         threads.removeAll()
     }
 

@@ -1,2 +1,102 @@
+import Synchronization
 import XCTest
-final class PlaceholderTests: XCTestCase {}
+@testable import SwiftEngine
+
+/// The pool on its own, with plain work items: no OpenSSL involved.
+final class WorkerPoolTests: XCTestCase {
+    final class Recorder: @unchecked Sendable {
+        let seen = Mutex<[Int]>([])
+        let gate = Mutex<Bool>(true)
+    }
+
+    func item(_ value: Int) -> UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: value)! }
+
+    func testRunsEveryItemExactlyOnceAndShutdownDrains() {
+        let recorder = Recorder()
+        let pool = WorkerPool(threadCount: 3, queueCapacity: 10_000) { raw in
+            recorder.seen.withLock { $0.append(Int(bitPattern: raw)) }
+        }
+        XCTAssertTrue(pool.start())
+        for value in 1...5_000 { XCTAssertEqual(pool.trySubmit(item(value)) == .full, false) }
+        pool.shutdown()
+        XCTAssertEqual(recorder.seen.withLock { $0.sorted() }, Array(1...5_000))
+        XCTAssertEqual(pool.trySubmit(item(1)), .stopped, "a stopped pool takes nothing")
+    }
+
+    func testFullQueueIsReportedNotBlocked() {
+        let release = Atomic<Bool>(false)
+        let pool = WorkerPool(threadCount: 1, queueCapacity: 2) { _ in
+            while !release.load(ordering: .acquiring) { usleep(1_000) }
+        }
+        XCTAssertTrue(pool.start())
+        var outcomes: [WorkerPool.SubmitOutcome] = []
+        for value in 1...6 { outcomes.append(pool.trySubmit(item(value))) }
+        XCTAssertTrue(outcomes.contains(.full), "\(outcomes)")
+        XCTAssertLessThanOrEqual(outcomes.filter { $0 != .full }.count, 3, "one running and two queued at most")
+        release.store(true, ordering: .releasing)
+        pool.shutdown()
+    }
+
+    func testSubmitWaitingForRoomWaitsThenQueues() {
+        let done = Atomic<Int>(0)
+        let pool = WorkerPool(threadCount: 1, queueCapacity: 1) { _ in
+            usleep(2_000)
+            done.wrappingAdd(1, ordering: .relaxed)
+        }
+        XCTAssertTrue(pool.start())
+        for value in 1...20 {
+            guard case .queued = pool.submitWaitingForRoom(item(value)) else { return XCTFail("not queued") }
+        }
+        pool.shutdown()
+        XCTAssertEqual(done.load(ordering: .relaxed), 20)
+    }
+
+    func testShutdownFromAWorkerDoesNotDeadlock() {
+        let finished = Atomic<Bool>(false)
+        let holder = Mutex<WorkerPool?>(nil)
+        let pool = WorkerPool(threadCount: 2, queueCapacity: 4) { _ in
+            holder.withLock { $0 }?.shutdown()
+            finished.store(true, ordering: .releasing)
+        }
+        holder.withLock { $0 = pool }
+        XCTAssertTrue(pool.start())
+        _ = pool.trySubmit(item(1))
+        for _ in 0..<500 where !finished.load(ordering: .acquiring) { usleep(2_000) }
+        XCTAssertTrue(finished.load(ordering: .acquiring))
+    }
+}
+
+final class ConfigurationTests: XCTestCase {
+    func testValidAndInvalidSettings() {
+        var configuration = Configuration()
+        XCTAssertTrue(configuration.set("THREADS", to: 4))
+        XCTAssertEqual(configuration.workerCount, 4)
+        XCTAssertTrue(configuration.set("THREADS", to: 0))
+        XCTAssertGreaterThanOrEqual(configuration.workerCount, 1, "0 means one per online CPU")
+        XCTAssertFalse(configuration.set("THREADS", to: -1))
+        XCTAssertFalse(configuration.set("QUEUE_DEPTH", to: 0))
+        XCTAssertTrue(configuration.set("QUEUE_DEPTH", to: "64"))
+        XCTAssertEqual(configuration.queueDepth, 64)
+        XCTAssertFalse(configuration.set("SYNC_OFFLOAD", to: "yes"))
+        XCTAssertTrue(configuration.set("SYNC_OFFLOAD", to: "1"))
+        XCTAssertTrue(configuration.syncOffload)
+        XCTAssertTrue(configuration.set("STATS_FILE", to: "/tmp/x"))
+        XCTAssertEqual(configuration.statsFile, "/tmp/x")
+        XCTAssertFalse(configuration.set("UNKNOWN", to: 1))
+    }
+}
+
+final class RingBufferTests: XCTestCase {
+    func testFIFOAcrossWrapAround() {
+        var ring = RingBuffer(capacity: 3)
+        defer { ring.deallocate() }
+        var popped: [Int] = []
+        for value in 1...10 {
+            ring.push(UnsafeMutableRawPointer(bitPattern: value)!)
+            if ring.isFull || value % 2 == 0 { popped.append(Int(bitPattern: ring.pop()!)) }
+        }
+        while let item = ring.pop() { popped.append(Int(bitPattern: item)) }
+        XCTAssertEqual(popped, Array(1...10))
+        XCTAssertTrue(ring.isEmpty)
+    }
+}

@@ -1,0 +1,123 @@
+import EngineHarness
+import Foundation
+import XCTest
+
+/// The .so as applications meet it: the openssl command line, openssl.cnf,
+/// environment variables, the engines directory, and engine-loader.
+final class ApplicationTests: XCTestCase {
+    let enginePath = LoadedEngine.defaultPath()
+    var repositoryRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+    }
+
+    struct Run { var status: Int32; var output: String }
+
+    func run(_ arguments: [String], environment: [String: String] = [:], directory: String? = nil,
+             timeout: Double = 120) throws -> Run {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        var merged = ProcessInfo.processInfo.environment
+        merged["OPENSSL_CONF"] = nil
+        for (key, value) in environment { merged[key] = value }
+        process.environment = merged
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning { process.terminate(); XCTFail("\(arguments) timed out") }
+        process.waitUntilExit()
+        return Run(status: process.terminationStatus, output: String(decoding: output, as: UTF8.self))
+    }
+
+    func temporaryPath(_ name: String) -> String {
+        let path = NSTemporaryDirectory() + "swiftasync-\(getpid())-\(name)"
+        try? FileManager.default.removeItem(atPath: path)
+        return path
+    }
+
+    func statsWritten(to path: String) throws -> EngineStats {
+        EngineStats(parsing: try String(contentsOfFile: path, encoding: .utf8))
+    }
+
+    func testSharedObjectNeedsNoSwiftRuntimeAndExportsOnlyTheEngineABI() throws {
+        let ldd = try run(["ldd", enginePath])
+        XCTAssertEqual(ldd.status, 0)
+        XCTAssertTrue(ldd.output.contains("libcrypto.so.3"), ldd.output)
+        XCTAssertFalse(ldd.output.contains("libswift"), "the Swift runtime must be linked in statically:\n\(ldd.output)")
+        XCTAssertFalse(ldd.output.contains("libFoundation"), ldd.output)
+        let exported = try run(["nm", "-D", "--defined-only", enginePath]).output
+            .split(separator: "\n").compactMap { $0.split(separator: " ").last.map(String.init) }
+        XCTAssertEqual(Set(exported), ["bind_engine", "v_check"])
+        let dynamic = try run(["readelf", "-d", enginePath]).output
+        XCTAssertTrue(dynamic.contains("NODELETE"), "linked -z nodelete")
+    }
+
+    func testOpenSSLSpeedWithAsyncJobsOffloadsTheSigns() throws {
+        let stats = temporaryPath("speed.txt")
+        let speed = try run(["openssl", "speed", "-engine", enginePath, "-async_jobs", "8", "-seconds", "1", "rsa2048"],
+                            environment: ["SWIFTASYNC_STATS_FILE": stats])
+        XCTAssertEqual(speed.status, 0, speed.output)
+        XCTAssertTrue(speed.output.contains("rsa 2048 bits"), speed.output)
+        let counters = try statsWritten(to: stats)
+        XCTAssertGreaterThan(counters.count("rsa_private_encrypt", "offloaded"), 500, counters.text)
+        XCTAssertEqual(counters.count("rsa_private_encrypt", "failed"), 0)
+    }
+
+    func testRepositoryOpenSSLConfLoadsTheEngine() throws {
+        let stats = temporaryPath("conf.txt")
+        let speed = try run(["openssl", "speed", "-async_jobs", "8", "-seconds", "1", "rsa2048"],
+                            environment: ["OPENSSL_CONF": "openssl.cnf", "SWIFTASYNC_STATS_FILE": stats],
+                            directory: repositoryRoot)
+        XCTAssertEqual(speed.status, 0, speed.output)
+        XCTAssertGreaterThan(try statsWritten(to: stats).count("rsa_private_encrypt", "offloaded"), 500)
+    }
+
+    func testCtrlsFromOpenSSLConfAndEnvironment() throws {
+        let conf = temporaryPath("openssl.cnf")
+        let text = try String(contentsOfFile: repositoryRoot + "/openssl.cnf", encoding: .utf8)
+            .replacingOccurrences(of: "./build/swiftasync.so", with: enginePath)
+            .replacingOccurrences(of: "THREADS = 0", with: "THREADS = 3")
+            .replacingOccurrences(of: "QUEUE_DEPTH = 1024", with: "QUEUE_DEPTH = 77")
+        try text.write(toFile: conf, atomically: true, encoding: .utf8)
+        let fromConf = try run(["openssl", "engine", "-t", "-post", "STATS", "swiftasync"],
+                               environment: ["OPENSSL_CONF": conf])
+        XCTAssertTrue(fromConf.output.contains("threads=3 "), fromConf.output)
+        XCTAssertTrue(fromConf.output.contains("queue_depth=77 "), fromConf.output)
+
+        let fromEnvironment = try run(["openssl", "engine", "-t", "-post", "STATS", enginePath],
+                                      environment: ["SWIFTASYNC_THREADS": "5", "SWIFTASYNC_QUEUE_DEPTH": "55",
+                                                    "SWIFTASYNC_SYNC_OFFLOAD": "1"])
+        XCTAssertTrue(fromEnvironment.output.contains("threads=5 "), fromEnvironment.output)
+        XCTAssertTrue(fromEnvironment.output.contains("queue_depth=55 "), fromEnvironment.output)
+        XCTAssertTrue(fromEnvironment.output.contains("sync_offload=1"), fromEnvironment.output)
+    }
+
+    /// What `make install` provides: loading by id from the engines directory.
+    func testLoadsByIdFromTheEnginesDirectory() throws {
+        let directory = URL(fileURLWithPath: enginePath).deletingLastPathComponent().path
+        let byId = try run(["openssl", "engine", "-t", "-c", "swiftasync"], environment: ["OPENSSL_ENGINES": directory])
+        XCTAssertEqual(byId.status, 0, byId.output)
+        XCTAssertTrue(byId.output.contains("[RSA]"), byId.output)
+        XCTAssertTrue(byId.output.contains("[ available ]"), byId.output)
+    }
+
+    func testEngineLoaderInfoAndCheck() throws {
+        let loader = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent("engine-loader").path
+        let info = try run([loader, "info", "--engine", enginePath])
+        XCTAssertEqual(info.status, 0, info.output)
+        for expected in ["swiftasync", "RSA", "THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "STATS", "OpenSSL 3"] {
+            XCTAssertTrue(info.output.contains(expected), "info lacks \(expected):\n\(info.output)")
+        }
+        let check = try run([loader, "check", "--engine", enginePath, "--bits", "2048", "--count", "2"])
+        XCTAssertEqual(check.status, 0, check.output)
+        XCTAssertTrue(check.output.contains("all checks passed"), check.output)
+        XCTAssertFalse(check.output.contains("FAIL"), check.output)
+    }
+}

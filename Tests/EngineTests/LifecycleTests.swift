@@ -1,0 +1,82 @@
+import COpenSSL
+import EngineHarness
+import Foundation
+import XCTest
+
+/// Control commands, configuration, and the engine's life in one process:
+/// load, use, free, load again; the last finish joins the pool's threads.
+final class LifecycleTests: EngineTestCase {
+    /// Runs body so that its keys are freed (and their engine references dropped) on return.
+    func scoped(_ body: () throws -> Void) rethrows { try body() }
+
+    func threadCount() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
+    }
+
+    /// A joined thread can linger in /proc for a moment after pthread_join returns.
+    func threadCount(settlingAt expected: Int) -> Int {
+        for _ in 0..<100 where threadCount() != expected { usleep(10_000) }
+        return threadCount()
+    }
+
+    func signInJob(_ key: RSAKeyPair) throws {
+        let check = try SelfCheck.run([RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key)],
+                                      on: key, mode: .waitFD)
+        XCTAssertEqual(check[0].result, Int32(key.size))
+    }
+
+    func testLoadUseFreeAndLoadAgain() throws {
+        engine.close()
+        let baseline = threadCount()
+        for cycle in 1...3 {
+            let loaded = try LoadedEngine(settings: [("THREADS", "2")])
+            try scoped {
+                let key = try RSAKeyPair(bits: 1024)
+                XCTAssertTrue(key.engineKeyUsesEngine, "cycle \(cycle)")
+                try signInJob(key)
+                XCTAssertEqual(try loaded.stats().header["running_threads"], 2, "cycle \(cycle)")
+                XCTAssertEqual(threadCount(), baseline + 2, "cycle \(cycle): the pool's two workers")
+            }
+            loaded.close()
+            XCTAssertEqual(threadCount(settlingAt: baseline), baseline, "cycle \(cycle): finish must join the workers")
+        }
+    }
+
+    func testControlCommandsAreListedWithDescriptions() {
+        let commands = Dictionary(uniqueKeysWithValues: engine.commands().map { ($0.name, $0.help) })
+        for name in ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "STATS", "STATS_FILE"] {
+            XCTAssertFalse(commands[name]?.isEmpty ?? true, "\(name) must be listed with a description")
+        }
+    }
+
+    func testInvalidValuesAreRefusedOnTheErrorQueue() {
+        for (name, value) in [("THREADS", "-1"), ("THREADS", "100000"), ("QUEUE_DEPTH", "0"), ("SYNC_OFFLOAD", "2"), ("NO_SUCH", "1")] {
+            ERR_clear_error()
+            XCTAssertEqual(ENGINE_ctrl_cmd_string(engine.engine, name, value, 0), 0, "\(name)=\(value)")
+            XCTAssertFalse(OpenSSLErrors.codes().isEmpty, "\(name)=\(value) must leave an error")
+        }
+    }
+
+    func testThreadsAndQueueDepthReshapeThePool() throws {
+        try engine.set("THREADS", "3")
+        try engine.set("QUEUE_DEPTH", "5")
+        let key = try RSAKeyPair(bits: 1024)
+        try signInJob(key)
+        let stats = try engine.stats()
+        XCTAssertEqual(stats.header["threads"], 3)
+        XCTAssertEqual(stats.header["running_threads"], 3)
+        XCTAssertEqual(stats.header["queue_depth"], 5)
+    }
+
+    func testStatsFileIsWrittenWhenTheEngineFinishes() throws {
+        let path = NSTemporaryDirectory() + "swiftasync-stats-\(getpid()).txt"
+        try? FileManager.default.removeItem(atPath: path)
+        try engine.set("STATS_FILE", path)
+        let before = try engine.stats().count("rsa_private_encrypt", "offloaded")
+        try scoped { try signInJob(try RSAKeyPair(bits: 1024)) }
+        engine.close()
+        let written = EngineStats(parsing: try String(contentsOfFile: path, encoding: .utf8))
+        XCTAssertEqual(written.count("rsa_private_encrypt", "offloaded"), before + 1)
+        try? FileManager.default.removeItem(atPath: path)
+    }
+}
