@@ -22,6 +22,7 @@ enum {
     CMD_THREADS = ENGINE_CMD_BASE,
     CMD_QUEUE_DEPTH,
     CMD_SYNC_OFFLOAD,
+    CMD_NOTIFY_BATCH,
     CMD_STATS,
     CMD_STATS_FILE,
 };
@@ -35,6 +36,9 @@ static const ENGINE_CMD_DEFN commands[] = {
       ENGINE_CMD_FLAG_NUMERIC },
     { CMD_SYNC_OFFLOAD, "SYNC_OFFLOAD",
       "Outside async jobs: 0 computes on the calling thread (default), 1 offloads and waits (env SWIFTASYNC_SYNC_OFFLOAD)",
+      ENGINE_CMD_FLAG_NUMERIC },
+    { CMD_NOTIFY_BATCH, "NOTIFY_BATCH",
+      "While work is queued, a worker wakes up to this many finished jobs at once (default 4; 1 wakes each at once; env SWIFTASYNC_NOTIFY_BATCH)",
       ENGINE_CMD_FLAG_NUMERIC },
     { CMD_STATS, "STATS",
       "Print per-algorithm counters (offloaded, inline, retried, failed) and the queue high-water mark",

@@ -9,9 +9,12 @@ struct Configuration: Sendable {
     var queueDepth = 1024
     var syncOffload = false
     var statsFile: String?
+    /// Completions a worker may hold back while more work is queued (1: none).
+    var notifyBatch = 4
 
     static let threadLimit = 1024
     static let queueDepthLimit = 1 << 20
+    static let notifyBatchLimit = 64
 
     var workerCount: Int {
         threads > 0 ? threads : max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
@@ -26,6 +29,8 @@ struct Configuration: Sendable {
             queueDepth = value
         case "SYNC_OFFLOAD" where value == 0 || value == 1:
             syncOffload = value == 1
+        case "NOTIFY_BATCH" where (1...Self.notifyBatchLimit).contains(value):
+            notifyBatch = value
         default:
             return false
         }
@@ -43,7 +48,7 @@ struct Configuration: Sendable {
         }
     }
 
-    static let environmentNames = ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "STATS_FILE"]
+    static let environmentNames = ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "NOTIFY_BATCH", "STATS_FILE"]
 
     /// Defaults overridden by SWIFTASYNC_<NAME>; invalid values are ignored
     /// with a warning on stderr, since there is no caller to return an error to.

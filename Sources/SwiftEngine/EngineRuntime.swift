@@ -11,13 +11,23 @@ final class EngineRuntime: @unchecked Sendable {
     private let lock = PThreadLock()
     private var configuration = Configuration.fromEnvironment()
     private var pool: WorkerPool?
-    private var poolOwner: pid_t = 0
     private var activeEngines = 0
     /// Read on every inline/offload decision, so kept outside the lock.
     private let syncOffload = Atomic<Bool>(false)
 
     private init() {
         syncOffload.store(configuration.syncOffload, ordering: .relaxed)
+        pthread_atfork({ EngineRuntime.shared.lock.lock() },
+                       { EngineRuntime.shared.lock.unlock() },
+                       { EngineRuntime.shared.forgetPoolAfterFork() })
+    }
+
+    /// In a forked child the pool's threads do not exist and its lock may be
+    /// held by one of them: abandon it (never freed) and start anew on first use.
+    private func forgetPoolAfterFork() {
+        if let pool { _ = Unmanaged.passRetained(pool) }
+        pool = nil
+        lock.unlock()
     }
 
     var prefersInline: Bool { !syncOffload.load(ordering: .relaxed) }
@@ -41,6 +51,7 @@ final class EngineRuntime: @unchecked Sendable {
             guard change(&updated) else { return false }
             let reshaped = updated.workerCount != configuration.workerCount
                 || updated.queueDepth != configuration.queueDepth
+                || updated.notifyBatch != configuration.notifyBatch
             configuration = updated
             syncOffload.store(updated.syncOffload, ordering: .relaxed)
             if reshaped { retired = takePool() }
@@ -75,22 +86,21 @@ final class EngineRuntime: @unchecked Sendable {
 
     private func takePool() -> WorkerPool? {
         defer { pool = nil }
-        return poolOwner == getpid() ? pool : nil
+        return pool
     }
 
-    /// The running pool, started if needed. After a fork the child has none of
-    /// the parent's threads, so it starts its own.
+    /// The running pool, started if needed.
     func currentPool() -> WorkerPool? {
         lock.withLock {
-            let me = getpid()
-            if let pool, poolOwner == me { return pool }
+            if let pool { return pool }
             let fresh = WorkerPool(threadCount: configuration.workerCount,
                                    queueCapacity: configuration.queueDepth,
-                                   handler: { EngineRuntime.shared.complete($0) })
+                                   notifyBatch: configuration.notifyBatch,
+                                   execute: { EngineRuntime.shared.execute($0) },
+                                   notify: { EngineRuntime.shared.notify($0) })
             guard fresh.start() else { return nil }
             statistics.queueHighWater.store(0, ordering: .relaxed)
             pool = fresh
-            poolOwner = me
             return fresh
         }
     }
@@ -134,15 +144,20 @@ final class EngineRuntime: @unchecked Sendable {
         if !succeeded { counters.failed.increment() }
     }
 
-    /// A worker's whole part in one operation.
-    private func complete(_ item: UnsafeMutableRawPointer) {
+    /// A worker's part in one operation: the math, then the result made
+    /// visible to its job (a spurious resume from here on finds it done).
+    private func execute(_ item: UnsafeMutableRawPointer) {
         let operation = item.assumingMemoryBound(to: sa_operation.self)
         if sa_operation_execute(operation) == 0 {
             statistics.counters(for: operation.pointee.algorithm).failed.increment()
         }
-        let wake = operation.pointee.wake
         sa_operation_publish_done(operation)
-        Wakeup.deliver(wake)
+    }
+
+    /// Then the owner is woken and the worker lets go of the record.
+    private func notify(_ item: UnsafeMutableRawPointer) {
+        let operation = item.assumingMemoryBound(to: sa_operation.self)
+        Wakeup.deliver(operation.pointee.wake)
         sa_operation_release(operation)
     }
 
@@ -150,7 +165,7 @@ final class EngineRuntime: @unchecked Sendable {
 
     func report() -> String {
         let (header, _) = lock.withLock { () -> (String, Void) in
-            let running = poolOwner == getpid() ? (pool?.threadCount ?? 0) : 0
+            let running = pool?.threadCount ?? 0
             return ("swiftasync pid=\(getpid()) threads=\(configuration.workerCount)"
                 + " running_threads=\(running) queue_depth=\(configuration.queueDepth)"
                 + " sync_offload=\(configuration.syncOffload ? 1 : 0)", ())

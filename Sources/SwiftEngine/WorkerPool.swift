@@ -1,7 +1,13 @@
 import Glibc
 
 /// N threads taking opaque work items from one bounded FIFO. It knows nothing
-/// of OpenSSL: the engine hands it records and a handler that runs one.
+/// of OpenSSL: the engine hands it records, a handler that runs one and a
+/// handler that tells its owner it is done.
+///
+/// While more work is queued, a worker tells owners in batches of up to
+/// `notifyBatch`: the application is woken once for several results instead
+/// of once each, and the cores stay on the math. With nothing queued it tells
+/// each owner at once, so a lone operation never waits.
 final class WorkerPool: @unchecked Sendable {
     typealias Handler = @Sendable (UnsafeMutableRawPointer) -> Void
 
@@ -12,7 +18,9 @@ final class WorkerPool: @unchecked Sendable {
     }
 
     let threadCount: Int
-    private let handler: Handler
+    let notifyBatch: Int
+    private let execute: Handler
+    private let notify: Handler
     private let lock = PThreadLock()
     private let workAvailable = PThreadCondition()
     private let roomAvailable = PThreadCondition()
@@ -22,9 +30,12 @@ final class WorkerPool: @unchecked Sendable {
     private var stopping = false
     private var threads: [pthread_t] = []
 
-    init(threadCount: Int, queueCapacity: Int, handler: @escaping Handler) {
+    init(threadCount: Int, queueCapacity: Int, notifyBatch: Int = 1,
+         execute: @escaping Handler, notify: @escaping Handler) {
         self.threadCount = threadCount
-        self.handler = handler
+        self.notifyBatch = max(1, notifyBatch)
+        self.execute = execute
+        self.notify = notify
         queue = RingBuffer(capacity: queueCapacity)
     }
 
@@ -103,13 +114,25 @@ final class WorkerPool: @unchecked Sendable {
     }
 
     private func runWorker() {
+        var done: [UnsafeMutableRawPointer] = []
+        done.reserveCapacity(notifyBatch)
+        func notifyAll() {
+            for item in done { notify(item) }
+            done.removeAll(keepingCapacity: true)
+        }
         lock.lock()
         while true {
             if let item = queue.pop() {
                 let wakeSubmitter = waitingSubmitters > 0
                 lock.unlock()
                 if wakeSubmitter { roomAvailable.signal() }
-                handler(item)
+                if done.count >= notifyBatch { notifyAll() }
+                execute(item)
+                done.append(item)
+                lock.lock()
+            } else if !done.isEmpty {
+                lock.unlock()
+                notifyAll()
                 lock.lock()
             } else if stopping {
                 break

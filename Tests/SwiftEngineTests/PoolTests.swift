@@ -13,9 +13,10 @@ final class WorkerPoolTests: XCTestCase {
 
     func testRunsEveryItemExactlyOnceAndShutdownDrains() {
         let recorder = Recorder()
-        let pool = WorkerPool(threadCount: 3, queueCapacity: 10_000) { raw in
+        let pool = WorkerPool(threadCount: 3, queueCapacity: 10_000, notifyBatch: 4,
+                              execute: { _ in }, notify: { raw in
             recorder.seen.withLock { $0.append(Int(bitPattern: raw)) }
-        }
+        })
         XCTAssertTrue(pool.start())
         for value in 1...5_000 { XCTAssertEqual(pool.trySubmit(item(value)) == .full, false) }
         pool.shutdown()
@@ -25,9 +26,9 @@ final class WorkerPoolTests: XCTestCase {
 
     func testFullQueueIsReportedNotBlocked() {
         let release = Atomic<Bool>(false)
-        let pool = WorkerPool(threadCount: 1, queueCapacity: 2) { _ in
+        let pool = WorkerPool(threadCount: 1, queueCapacity: 2, execute: { _ in
             while !release.load(ordering: .acquiring) { usleep(1_000) }
-        }
+        }, notify: { _ in })
         XCTAssertTrue(pool.start())
         var outcomes: [WorkerPool.SubmitOutcome] = []
         for value in 1...6 { outcomes.append(pool.trySubmit(item(value))) }
@@ -37,12 +38,34 @@ final class WorkerPoolTests: XCTestCase {
         pool.shutdown()
     }
 
+    /// With work queued, completions are told in batches, never more than
+    /// notifyBatch held back, and none lost; alone, each is told at once.
+    func testNotificationsAreBatchedOnlyWhileWorkIsQueued() {
+        let executed = Atomic<Int>(0)
+        let notified = Atomic<Int>(0)
+        let maxHeldBack = Atomic<Int>(0)
+        let pool = WorkerPool(threadCount: 1, queueCapacity: 100, notifyBatch: 3, execute: { _ in
+            let held = executed.wrappingAdd(1, ordering: .relaxed).newValue - notified.load(ordering: .relaxed)
+            if held > maxHeldBack.load(ordering: .relaxed) { maxHeldBack.store(held, ordering: .relaxed) }
+            usleep(200)
+        }, notify: { _ in notified.wrappingAdd(1, ordering: .relaxed) })
+        XCTAssertTrue(pool.start())
+        for value in 1...30 { _ = pool.trySubmit(item(value)) }
+        for _ in 0..<1000 where notified.load(ordering: .relaxed) < 30 { usleep(1_000) }
+        XCTAssertEqual(notified.load(ordering: .relaxed), 30)
+        XCTAssertGreaterThan(maxHeldBack.load(ordering: .relaxed), 1, "a backlog must batch")
+        XCTAssertLessThanOrEqual(maxHeldBack.load(ordering: .relaxed), 3 + 1)
+
+        _ = pool.trySubmit(item(31))
+        for _ in 0..<1000 where notified.load(ordering: .relaxed) < 31 { usleep(1_000) }
+        XCTAssertEqual(notified.load(ordering: .relaxed), 31, "a lone operation is told at once")
+        pool.shutdown()
+    }
+
     func testSubmitWaitingForRoomWaitsThenQueues() {
         let done = Atomic<Int>(0)
-        let pool = WorkerPool(threadCount: 1, queueCapacity: 1) { _ in
-            usleep(2_000)
-            done.wrappingAdd(1, ordering: .relaxed)
-        }
+        let pool = WorkerPool(threadCount: 1, queueCapacity: 1, execute: { _ in usleep(2_000) },
+                              notify: { _ in done.wrappingAdd(1, ordering: .relaxed) })
         XCTAssertTrue(pool.start())
         for value in 1...20 {
             guard case .queued = pool.submitWaitingForRoom(item(value)) else { return XCTFail("not queued") }
@@ -54,10 +77,10 @@ final class WorkerPoolTests: XCTestCase {
     func testShutdownFromAWorkerDoesNotDeadlock() {
         let finished = Atomic<Bool>(false)
         let holder = Mutex<WorkerPool?>(nil)
-        let pool = WorkerPool(threadCount: 2, queueCapacity: 4) { _ in
+        let pool = WorkerPool(threadCount: 2, queueCapacity: 4, execute: { _ in }, notify: { _ in
             holder.withLock { $0 }?.shutdown()
             finished.store(true, ordering: .releasing)
-        }
+        })
         holder.withLock { $0 = pool }
         XCTAssertTrue(pool.start())
         _ = pool.trySubmit(item(1))
