@@ -38,7 +38,7 @@ static const ENGINE_CMD_DEFN commands[] = {
       "Outside async jobs: 0 computes on the calling thread (default), 1 offloads and waits (env SWIFTASYNC_SYNC_OFFLOAD)",
       ENGINE_CMD_FLAG_NUMERIC },
     { CMD_NOTIFY_BATCH, "NOTIFY_BATCH",
-      "While work is queued, a worker wakes up to this many finished jobs at once (default 4; 1 wakes each at once; env SWIFTASYNC_NOTIFY_BATCH)",
+      "While work is queued, a worker wakes up to this many finished jobs at once (default 8; 1 wakes each at once; env SWIFTASYNC_NOTIFY_BATCH)",
       ENGINE_CMD_FLAG_NUMERIC },
     { CMD_STATS, "STATS",
       "Print per-algorithm counters (offloaded, inline, retried, failed) and the queue high-water mark",

@@ -10,7 +10,7 @@ struct Configuration: Sendable {
     var syncOffload = false
     var statsFile: String?
     /// Completions a worker may hold back while more work is queued (1: none).
-    var notifyBatch = 4
+    var notifyBatch = 8
 
     static let threadLimit = 1024
     static let queueDepthLimit = 1 << 20
