@@ -1,9 +1,12 @@
 /*
  * The ENGINE itself: identity, control commands, life cycle. Each method
- * lives in a file of its own (rsa_method.c); configuration and statistics
+ * lives in a file of its own (rsa_method.c, ec_key_method.c,
+ * ecx_pkey_method.c); configuration and statistics
  * live in Swift and are reached by name through the contract header.
  */
 #define _GNU_SOURCE
+#include "ec_key_method.h"
+#include "ecx_pkey_method.h"
 #include "rsa_method.h"
 #include "swiftasync_shim.h"
 
@@ -16,7 +19,7 @@
 #include <openssl/err.h>
 
 static const char engine_id[] = "swiftasync";
-static const char engine_name[] = "swiftasync: RSA on a Swift worker pool, async via wait fds and callbacks";
+static const char engine_name[] = "swiftasync: RSA, EC, X25519 and X448 on a Swift worker pool, async via wait fds and callbacks";
 
 enum {
     CMD_THREADS = ENGINE_CMD_BASE,
@@ -136,7 +139,9 @@ static int bind_swiftasync(ENGINE *engine, const char *id)
         && ENGINE_set_finish_function(engine, engine_finish)
         && ENGINE_set_ctrl_function(engine, engine_ctrl)
         && ENGINE_set_cmd_defns(engine, commands)
-        && sa_rsa_bind(engine);
+        && sa_rsa_bind(engine)
+        && sa_ec_bind(engine)
+        && sa_ecx_bind(engine);
 }
 
 IMPLEMENT_DYNAMIC_BIND_FN(bind_swiftasync)

@@ -12,6 +12,8 @@ final class EngineRuntime: @unchecked Sendable {
     private var configuration = Configuration.fromEnvironment()
     private var pool: WorkerPool?
     private var activeEngines = 0
+    /// Set once the at-exit report is written, so a finish during exit adds no second one.
+    private var exitReportWritten = false
     /// Read on every inline/offload decision, so kept outside the lock.
     private let syncOffload = Atomic<Bool>(false)
 
@@ -20,6 +22,18 @@ final class EngineRuntime: @unchecked Sendable {
         pthread_atfork({ EngineRuntime.shared.lock.lock() },
                        { EngineRuntime.shared.lock.unlock() },
                        { EngineRuntime.shared.forgetPoolAfterFork() })
+        atexit { EngineRuntime.shared.reportAtExitIfUnfinished() }
+    }
+
+    /// Applications that leak a key never let the engine finish (openssl
+    /// speed leaks its ECDSA key): their counters are written at exit instead.
+    private func reportAtExitIfUnfinished() {
+        let statsFile: String? = lock.withLock {
+            guard activeEngines > 0, let path = configuration.statsFile else { return nil }
+            exitReportWritten = true
+            return path
+        }
+        if let statsFile { appendReport(to: statsFile) }
     }
 
     /// In a forked child the pool's threads do not exist and its lock may be
@@ -76,7 +90,7 @@ final class EngineRuntime: @unchecked Sendable {
             activeEngines = max(0, activeEngines - 1)
             guard activeEngines == 0 else { return }
             retired = takePool()
-            statsFile = configuration.statsFile
+            statsFile = exitReportWritten ? nil : configuration.statsFile
             configuration = Configuration.fromEnvironment()
             syncOffload.store(configuration.syncOffload, ordering: .relaxed)
         }

@@ -14,6 +14,14 @@ final class Statistics: Sendable {
         switch sa_algorithm(UInt32(index)) {
         case SA_ALG_RSA_PRIVATE_ENCRYPT: "rsa_private_encrypt"
         case SA_ALG_RSA_PRIVATE_DECRYPT: "rsa_private_decrypt"
+        case SA_ALG_EC_KEYGEN: "ec_keygen"
+        case SA_ALG_ECDH_DERIVE: "ecdh_derive"
+        case SA_ALG_ECDSA_SIGN: "ecdsa_sign"
+        case SA_ALG_ECDSA_SIGN_SETUP: "ecdsa_sign_setup"
+        case SA_ALG_X25519_KEYGEN: "x25519_keygen"
+        case SA_ALG_X25519_DERIVE: "x25519_derive"
+        case SA_ALG_X448_KEYGEN: "x448_keygen"
+        case SA_ALG_X448_DERIVE: "x448_derive"
         default: "algorithm_\(index)"
         }
     }

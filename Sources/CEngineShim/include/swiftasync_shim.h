@@ -13,6 +13,14 @@
 typedef enum sa_algorithm {
     SA_ALG_RSA_PRIVATE_ENCRYPT = 0, /* RSA sign: PKCS#1 v1.5, raw (TLS 1.3 PSS), X9.31 */
     SA_ALG_RSA_PRIVATE_DECRYPT = 1, /* RSA decrypt: PKCS#1 v1.5, OAEP, raw */
+    SA_ALG_EC_KEYGEN = 2,           /* EC_KEY keygen: an ECDHE handshake's ephemeral key */
+    SA_ALG_ECDH_DERIVE = 3,         /* EC_KEY compute_key */
+    SA_ALG_ECDSA_SIGN = 4,          /* EC_KEY sign_sig (sign reaches it too) */
+    SA_ALG_ECDSA_SIGN_SETUP = 5,    /* EC_KEY sign_setup: kinv and r ahead of time */
+    SA_ALG_X25519_KEYGEN = 6,
+    SA_ALG_X25519_DERIVE = 7,
+    SA_ALG_X448_KEYGEN = 8,
+    SA_ALG_X448_DERIVE = 9,
     SA_ALG_COUNT
 } sa_algorithm;
 

@@ -1,0 +1,206 @@
+/*
+ * X25519 and X448 on the pool. They reach an engine only through an
+ * EVP_PKEY_METHOD for their NIDs: ours is a copy of OpenSSL's built-in one
+ * whose keygen and derive run the built-in functions on a worker, on a
+ * duplicate of the caller's EVP_PKEY_CTX that the record owns. A TLS 1.3
+ * server asks for parameters first (EVP_PKEY_paramgen_init), so we give the
+ * method a paramgen that only sets the key type.
+ */
+#include "ecx_pkey_method.h"
+#include "operation.h"
+
+#include <pthread.h>
+#include <string.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+
+typedef int (*pkey_keygen_fn)(EVP_PKEY_CTX *ctx, EVP_PKEY *pkey);
+typedef int (*pkey_derive_fn)(EVP_PKEY_CTX *ctx, unsigned char *key, size_t *key_length);
+
+typedef struct ecx_variant {
+    int nid;
+    sa_algorithm keygen_algorithm;
+    sa_algorithm derive_algorithm;
+    pkey_keygen_fn software_keygen;
+    pkey_derive_fn software_derive;
+    EVP_PKEY_METHOD *method;
+} ecx_variant;
+
+static ecx_variant x25519 = { NID_X25519, SA_ALG_X25519_KEYGEN, SA_ALG_X25519_DERIVE, NULL, NULL, NULL };
+static ecx_variant x448 = { NID_X448, SA_ALG_X448_KEYGEN, SA_ALG_X448_DERIVE, NULL, NULL, NULL };
+
+#define ECX_MAX_SECRET 64
+
+typedef struct ecx_record {
+    sa_record base;
+    const ecx_variant *variant;
+    EVP_PKEY_CTX *ctx;        /* our duplicate: holds the key and the peer key */
+    EVP_PKEY *pkey;           /* keygen: the caller's new key, filled in place */
+    unsigned char secret[ECX_MAX_SECRET];
+    size_t secret_length;
+} ecx_record;
+
+static int compute_ecx(sa_record *base)
+{
+    ecx_record *record = (ecx_record *)base;
+    int ok;
+
+    if (base->public.algorithm == record->variant->keygen_algorithm) {
+        ok = record->variant->software_keygen(record->ctx, record->pkey);
+    } else {
+        record->secret_length = sizeof(record->secret);
+        ok = record->variant->software_derive(record->ctx, record->secret,
+                                              &record->secret_length);
+    }
+    /* Both may hold references to the ENGINE: let go before the caller wakes. */
+    EVP_PKEY_CTX_free(record->ctx);
+    EVP_PKEY_free(record->pkey);
+    record->ctx = NULL;
+    record->pkey = NULL;
+    return ok > 0;
+}
+
+static void destroy_ecx(sa_record *base)
+{
+    ecx_record *record = (ecx_record *)base;
+    EVP_PKEY_CTX_free(record->ctx);
+    EVP_PKEY_free(record->pkey);
+    OPENSSL_clear_free(record, sizeof(*record));
+}
+
+static const sa_record_kind ecx_kind = { compute_ecx, destroy_ecx };
+
+static ecx_record *ecx_record_new(const ecx_variant *variant, sa_algorithm algorithm,
+                                  EVP_PKEY_CTX *ctx)
+{
+    ecx_record *record;
+
+    if (sa_compute_inline(algorithm) || (record = OPENSSL_zalloc(sizeof(*record))) == NULL)
+        return NULL;
+    sa_record_init(&record->base, &ecx_kind, algorithm);
+    record->variant = variant;
+    if ((record->ctx = EVP_PKEY_CTX_dup(ctx)) == NULL) {
+        sa_record_release(&record->base);
+        return NULL;
+    }
+    return record;
+}
+
+static int ecx_keygen(const ecx_variant *variant, EVP_PKEY_CTX *ctx, EVP_PKEY *pkey)
+{
+    ecx_record *record = ecx_record_new(variant, variant->keygen_algorithm, ctx);
+    int ok;
+
+    if (record == NULL || !EVP_PKEY_up_ref(pkey)) {
+        if (record != NULL)
+            sa_record_release(&record->base);
+        ok = variant->software_keygen(ctx, pkey) > 0;
+        sa_stats_note_inline(variant->keygen_algorithm, ok);
+        return ok;
+    }
+    record->pkey = pkey;
+    ok = sa_record_run(&record->base);
+    sa_record_release(&record->base);
+    return ok;
+}
+
+static int ecx_derive(const ecx_variant *variant, EVP_PKEY_CTX *ctx,
+                      unsigned char *key, size_t *key_length)
+{
+    ecx_record *record;
+    int ok;
+
+    if (key == NULL)            /* a length query: nothing to compute */
+        return variant->software_derive(ctx, key, key_length);
+    if ((record = ecx_record_new(variant, variant->derive_algorithm, ctx)) == NULL) {
+        ok = variant->software_derive(ctx, key, key_length) > 0;
+        sa_stats_note_inline(variant->derive_algorithm, ok);
+        return ok;
+    }
+    ok = sa_record_run(&record->base);
+    if (ok) {
+        memcpy(key, record->secret, record->secret_length);
+        *key_length = record->secret_length;
+    }
+    sa_record_release(&record->base);
+    return ok;
+}
+
+static int x25519_keygen(EVP_PKEY_CTX *ctx, EVP_PKEY *pkey) { return ecx_keygen(&x25519, ctx, pkey); }
+static int x448_keygen(EVP_PKEY_CTX *ctx, EVP_PKEY *pkey) { return ecx_keygen(&x448, ctx, pkey); }
+
+static int x25519_derive(EVP_PKEY_CTX *ctx, unsigned char *key, size_t *key_length)
+{
+    return ecx_derive(&x25519, ctx, key, key_length);
+}
+
+static int x448_derive(EVP_PKEY_CTX *ctx, unsigned char *key, size_t *key_length)
+{
+    return ecx_derive(&x448, ctx, key, key_length);
+}
+
+/* Parameters of an X25519/X448 key are just its type. */
+static int paramgen_init(EVP_PKEY_CTX *ctx) { (void)ctx; return 1; }
+static int x25519_paramgen(EVP_PKEY_CTX *ctx, EVP_PKEY *pkey) { (void)ctx; return EVP_PKEY_set_type(pkey, NID_X25519); }
+static int x448_paramgen(EVP_PKEY_CTX *ctx, EVP_PKEY *pkey) { (void)ctx; return EVP_PKEY_set_type(pkey, NID_X448); }
+
+/* The built-in method keeps no per-context data, so a copy has nothing to copy. */
+static int copy_context(EVP_PKEY_CTX *dst, const EVP_PKEY_CTX *src) { (void)dst; (void)src; return 1; }
+
+static int create_variant(ecx_variant *variant, pkey_keygen_fn keygen,
+                          pkey_derive_fn derive,
+                          int (*paramgen)(EVP_PKEY_CTX *, EVP_PKEY *))
+{
+    const EVP_PKEY_METHOD *builtin = EVP_PKEY_meth_find(variant->nid);
+    int (*keygen_init)(EVP_PKEY_CTX *) = NULL;
+    int (*derive_init)(EVP_PKEY_CTX *) = NULL;
+    EVP_PKEY_METHOD *method;
+
+    if (builtin == NULL || (method = EVP_PKEY_meth_new(variant->nid, 0)) == NULL)
+        return 0;
+    EVP_PKEY_meth_copy(method, builtin);
+    EVP_PKEY_meth_get_keygen(builtin, &keygen_init, &variant->software_keygen);
+    EVP_PKEY_meth_get_derive(builtin, &derive_init, &variant->software_derive);
+    if (variant->software_keygen == NULL || variant->software_derive == NULL) {
+        EVP_PKEY_meth_free(method);
+        return 0;
+    }
+    EVP_PKEY_meth_set_keygen(method, keygen_init, keygen);
+    EVP_PKEY_meth_set_derive(method, derive_init, derive);
+    EVP_PKEY_meth_set_paramgen(method, paramgen_init, paramgen);
+    EVP_PKEY_meth_set_copy(method, copy_context);
+    variant->method = method;
+    return 1;
+}
+
+static void create_methods(void)
+{
+    if (!create_variant(&x25519, x25519_keygen, x25519_derive, x25519_paramgen)
+        || !create_variant(&x448, x448_keygen, x448_derive, x448_paramgen)) {
+        EVP_PKEY_meth_free(x25519.method);
+        x25519.method = NULL;
+    }
+}
+
+static int pkey_methods(ENGINE *engine, EVP_PKEY_METHOD **method, const int **nids, int nid)
+{
+    static const int supported[] = { NID_X25519, NID_X448 };
+
+    (void)engine;
+    if (method == NULL) {
+        *nids = supported;
+        return (int)(sizeof(supported) / sizeof(supported[0]));
+    }
+    *method = nid == NID_X25519 ? x25519.method : nid == NID_X448 ? x448.method : NULL;
+    return *method != NULL;
+}
+
+int sa_ecx_bind(ENGINE *engine)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+    pthread_once(&once, create_methods);
+    return x25519.method != NULL && x448.method != NULL
+        && ENGINE_set_pkey_meths(engine, pkey_methods);
+}
