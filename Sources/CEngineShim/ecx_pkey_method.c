@@ -1,10 +1,17 @@
 /*
  * X25519 and X448 on the pool. They reach an engine only through an
  * EVP_PKEY_METHOD for their NIDs: ours is a copy of OpenSSL's built-in one
- * whose keygen and derive run the built-in functions on a worker, on a
- * duplicate of the caller's EVP_PKEY_CTX that the record owns. A TLS 1.3
+ * whose keygen and derive run the built-in functions on a worker. Derive
+ * runs on a duplicate of the caller's EVP_PKEY_CTX that the record owns.
+ * Keygen cannot (OpenSSL 3.0 refuses to duplicate a keygen context, and
+ * leaks an ENGINE reference doing so); the built-in keygen only reads the
+ * key type and library context from the caller's, which a paused job keeps
+ * alive. A TLS 1.3
  * server asks for parameters first (EVP_PKEY_paramgen_init), so we give the
  * method a paramgen that only sets the key type.
+ *
+ * OpenSSL frees an ENGINE's EVP_PKEY_METHODs with the ENGINE, so each ENGINE
+ * gets its own pair, kept in its ex_data.
  */
 #include "ecx_pkey_method.h"
 #include "operation.h"
@@ -24,18 +31,26 @@ typedef struct ecx_variant {
     sa_algorithm derive_algorithm;
     pkey_keygen_fn software_keygen;
     pkey_derive_fn software_derive;
-    EVP_PKEY_METHOD *method;
 } ecx_variant;
 
-static ecx_variant x25519 = { NID_X25519, SA_ALG_X25519_KEYGEN, SA_ALG_X25519_DERIVE, NULL, NULL, NULL };
-static ecx_variant x448 = { NID_X448, SA_ALG_X448_KEYGEN, SA_ALG_X448_DERIVE, NULL, NULL, NULL };
+static ecx_variant x25519 = { NID_X25519, SA_ALG_X25519_KEYGEN, SA_ALG_X25519_DERIVE, NULL, NULL };
+static ecx_variant x448 = { NID_X448, SA_ALG_X448_KEYGEN, SA_ALG_X448_DERIVE, NULL, NULL };
+
+/* One ENGINE's methods. */
+typedef struct ecx_methods {
+    EVP_PKEY_METHOD *x25519;
+    EVP_PKEY_METHOD *x448;
+} ecx_methods;
+
+static int methods_index = -1;
 
 #define ECX_MAX_SECRET 64
 
 typedef struct ecx_record {
     sa_record base;
     const ecx_variant *variant;
-    EVP_PKEY_CTX *ctx;        /* our duplicate: holds the key and the peer key */
+    EVP_PKEY_CTX *ctx;        /* derive: our duplicate, holding both keys */
+    EVP_PKEY_CTX *keygen_ctx; /* keygen: the caller's, read only */
     EVP_PKEY *pkey;           /* keygen: the caller's new key, filled in place */
     unsigned char secret[ECX_MAX_SECRET];
     size_t secret_length;
@@ -47,7 +62,7 @@ static int compute_ecx(sa_record *base)
     int ok;
 
     if (base->public.algorithm == record->variant->keygen_algorithm) {
-        ok = record->variant->software_keygen(record->ctx, record->pkey);
+        ok = record->variant->software_keygen(record->keygen_ctx, record->pkey);
     } else {
         record->secret_length = sizeof(record->secret);
         ok = record->variant->software_derive(record->ctx, record->secret,
@@ -71,8 +86,7 @@ static void destroy_ecx(sa_record *base)
 
 static const sa_record_kind ecx_kind = { compute_ecx, destroy_ecx };
 
-static ecx_record *ecx_record_new(const ecx_variant *variant, sa_algorithm algorithm,
-                                  EVP_PKEY_CTX *ctx)
+static ecx_record *ecx_record_new(const ecx_variant *variant, sa_algorithm algorithm)
 {
     ecx_record *record;
 
@@ -80,16 +94,12 @@ static ecx_record *ecx_record_new(const ecx_variant *variant, sa_algorithm algor
         return NULL;
     sa_record_init(&record->base, &ecx_kind, algorithm);
     record->variant = variant;
-    if ((record->ctx = EVP_PKEY_CTX_dup(ctx)) == NULL) {
-        sa_record_release(&record->base);
-        return NULL;
-    }
     return record;
 }
 
 static int ecx_keygen(const ecx_variant *variant, EVP_PKEY_CTX *ctx, EVP_PKEY *pkey)
 {
-    ecx_record *record = ecx_record_new(variant, variant->keygen_algorithm, ctx);
+    ecx_record *record = ecx_record_new(variant, variant->keygen_algorithm);
     int ok;
 
     if (record == NULL || !EVP_PKEY_up_ref(pkey)) {
@@ -99,6 +109,7 @@ static int ecx_keygen(const ecx_variant *variant, EVP_PKEY_CTX *ctx, EVP_PKEY *p
         sa_stats_note_inline(variant->keygen_algorithm, ok);
         return ok;
     }
+    record->keygen_ctx = ctx;
     record->pkey = pkey;
     ok = sa_record_run(&record->base);
     sa_record_release(&record->base);
@@ -113,7 +124,12 @@ static int ecx_derive(const ecx_variant *variant, EVP_PKEY_CTX *ctx,
 
     if (key == NULL)            /* a length query: nothing to compute */
         return variant->software_derive(ctx, key, key_length);
-    if ((record = ecx_record_new(variant, variant->derive_algorithm, ctx)) == NULL) {
+    if ((record = ecx_record_new(variant, variant->derive_algorithm)) != NULL
+        && (record->ctx = EVP_PKEY_CTX_dup(ctx)) == NULL) {
+        sa_record_release(&record->base);
+        record = NULL;
+    }
+    if (record == NULL) {
         ok = variant->software_derive(ctx, key, key_length) > 0;
         sa_stats_note_inline(variant->derive_algorithm, ok);
         return ok;
@@ -148,59 +164,86 @@ static int x448_paramgen(EVP_PKEY_CTX *ctx, EVP_PKEY *pkey) { (void)ctx; return 
 /* The built-in method keeps no per-context data, so a copy has nothing to copy. */
 static int copy_context(EVP_PKEY_CTX *dst, const EVP_PKEY_CTX *src) { (void)dst; (void)src; return 1; }
 
-static int create_variant(ecx_variant *variant, pkey_keygen_fn keygen,
-                          pkey_derive_fn derive,
-                          int (*paramgen)(EVP_PKEY_CTX *, EVP_PKEY *))
+/* The software functions of OpenSSL's built-in methods, looked up once. */
+static int find_software(ecx_variant *variant)
+{
+    const EVP_PKEY_METHOD *builtin = EVP_PKEY_meth_find(variant->nid);
+    int (*init)(EVP_PKEY_CTX *) = NULL;
+
+    if (builtin == NULL)
+        return 0;
+    EVP_PKEY_meth_get_keygen(builtin, &init, &variant->software_keygen);
+    EVP_PKEY_meth_get_derive(builtin, &init, &variant->software_derive);
+    return variant->software_keygen != NULL && variant->software_derive != NULL;
+}
+
+static EVP_PKEY_METHOD *new_method(const ecx_variant *variant, pkey_keygen_fn keygen,
+                                   pkey_derive_fn derive,
+                                   int (*paramgen)(EVP_PKEY_CTX *, EVP_PKEY *))
 {
     const EVP_PKEY_METHOD *builtin = EVP_PKEY_meth_find(variant->nid);
     int (*keygen_init)(EVP_PKEY_CTX *) = NULL;
     int (*derive_init)(EVP_PKEY_CTX *) = NULL;
-    EVP_PKEY_METHOD *method;
+    pkey_keygen_fn unused_keygen;
+    pkey_derive_fn unused_derive;
+    EVP_PKEY_METHOD *method = EVP_PKEY_meth_new(variant->nid, 0);
 
-    if (builtin == NULL || (method = EVP_PKEY_meth_new(variant->nid, 0)) == NULL)
-        return 0;
+    if (method == NULL)
+        return NULL;
     EVP_PKEY_meth_copy(method, builtin);
-    EVP_PKEY_meth_get_keygen(builtin, &keygen_init, &variant->software_keygen);
-    EVP_PKEY_meth_get_derive(builtin, &derive_init, &variant->software_derive);
-    if (variant->software_keygen == NULL || variant->software_derive == NULL) {
-        EVP_PKEY_meth_free(method);
-        return 0;
-    }
+    EVP_PKEY_meth_get_keygen(builtin, &keygen_init, &unused_keygen);
+    EVP_PKEY_meth_get_derive(builtin, &derive_init, &unused_derive);
     EVP_PKEY_meth_set_keygen(method, keygen_init, keygen);
     EVP_PKEY_meth_set_derive(method, derive_init, derive);
     EVP_PKEY_meth_set_paramgen(method, paramgen_init, paramgen);
     EVP_PKEY_meth_set_copy(method, copy_context);
-    variant->method = method;
-    return 1;
+    return method;
 }
 
-static void create_methods(void)
+/* The methods themselves are OpenSSL's to free; only the holder is ours. */
+static void free_holder(void *parent, void *holder, CRYPTO_EX_DATA *ad, int index,
+                        long argl, void *argp)
 {
-    if (!create_variant(&x25519, x25519_keygen, x25519_derive, x25519_paramgen)
-        || !create_variant(&x448, x448_keygen, x448_derive, x448_paramgen)) {
-        EVP_PKEY_meth_free(x25519.method);
-        x25519.method = NULL;
-    }
+    (void)parent; (void)ad; (void)index; (void)argl; (void)argp;
+    OPENSSL_free(holder);
+}
+
+static void find_software_and_index(void)
+{
+    if (find_software(&x25519) && find_software(&x448))
+        methods_index = ENGINE_get_ex_new_index(0, NULL, NULL, NULL, free_holder);
 }
 
 static int pkey_methods(ENGINE *engine, EVP_PKEY_METHOD **method, const int **nids, int nid)
 {
     static const int supported[] = { NID_X25519, NID_X448 };
+    const ecx_methods *methods = ENGINE_get_ex_data(engine, methods_index);
 
-    (void)engine;
     if (method == NULL) {
         *nids = supported;
         return (int)(sizeof(supported) / sizeof(supported[0]));
     }
-    *method = nid == NID_X25519 ? x25519.method : nid == NID_X448 ? x448.method : NULL;
+    *method = methods == NULL ? NULL
+        : nid == NID_X25519 ? methods->x25519 : nid == NID_X448 ? methods->x448 : NULL;
     return *method != NULL;
 }
 
 int sa_ecx_bind(ENGINE *engine)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
+    ecx_methods *methods;
 
-    pthread_once(&once, create_methods);
-    return x25519.method != NULL && x448.method != NULL
-        && ENGINE_set_pkey_meths(engine, pkey_methods);
+    pthread_once(&once, find_software_and_index);
+    if (methods_index < 0 || (methods = OPENSSL_zalloc(sizeof(*methods))) == NULL)
+        return 0;
+    methods->x25519 = new_method(&x25519, x25519_keygen, x25519_derive, x25519_paramgen);
+    methods->x448 = new_method(&x448, x448_keygen, x448_derive, x448_paramgen);
+    if (methods->x25519 == NULL || methods->x448 == NULL
+        || !ENGINE_set_ex_data(engine, methods_index, methods)) {
+        EVP_PKEY_meth_free(methods->x25519);
+        EVP_PKEY_meth_free(methods->x448);
+        OPENSSL_free(methods);
+        return 0;
+    }
+    return ENGINE_set_pkey_meths(engine, pkey_methods);
 }

@@ -81,6 +81,14 @@ public final class LoadedEngine {
     public var algorithms: [String] {
         var names: [String] = []
         if ENGINE_get_RSA(engine) != nil { names.append("RSA") }
+        if ENGINE_get_EC(engine) != nil { names.append("EC (keygen, ECDH, ECDSA)") }
+        var nids: UnsafePointer<Int32>?
+        if let pkeyMethods = ENGINE_get_pkey_meths(engine) {
+            let count = pkeyMethods(engine, nil, &nids, 0)
+            for index in 0..<Int(max(count, 0)) {
+                names.append(String(cString: OBJ_nid2sn(nids![index])))
+            }
+        }
         return names
     }
     public var name: String { String(cString: ENGINE_get_name(engine)) }
@@ -125,6 +133,8 @@ public final class LoadedEngine {
         guard !closed else { return }
         closed = true
         ENGINE_unregister_RSA(engine)
+        ENGINE_unregister_EC(engine)
+        ENGINE_unregister_pkey_meths(engine)
         ENGINE_finish(engine)
         ENGINE_free(engine)
     }

@@ -103,7 +103,7 @@ final class ApplicationTests: XCTestCase {
         let directory = URL(fileURLWithPath: enginePath).deletingLastPathComponent().path
         let byId = try run(["openssl", "engine", "-t", "-c", "swiftasync"], environment: ["OPENSSL_ENGINES": directory])
         XCTAssertEqual(byId.status, 0, byId.output)
-        XCTAssertTrue(byId.output.contains("[RSA]"), byId.output)
+        XCTAssertTrue(byId.output.contains("[RSA, X25519, X448]"), byId.output)
         XCTAssertTrue(byId.output.contains("[ available ]"), byId.output)
     }
 
