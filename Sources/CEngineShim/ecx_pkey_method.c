@@ -20,7 +20,9 @@
 #include <string.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/err.h>
 #include <openssl/objects.h>
+#include <openssl/proverr.h>
 
 typedef int (*pkey_keygen_fn)(EVP_PKEY_CTX *ctx, EVP_PKEY *pkey);
 typedef int (*pkey_derive_fn)(EVP_PKEY_CTX *ctx, unsigned char *key, size_t *key_length);
@@ -56,6 +58,21 @@ typedef struct ecx_record {
     size_t secret_length;
 } ecx_record;
 
+/*
+ * The built-in method fails an all-zero X25519/X448 result (a low-order peer
+ * point) without a word; default OpenSSL's provider reports it. Say what it says.
+ */
+static int software_derive(const ecx_variant *variant, EVP_PKEY_CTX *ctx,
+                           unsigned char *key, size_t *key_length)
+{
+    unsigned long last_before = ERR_peek_last_error();
+    int ok = variant->software_derive(ctx, key, key_length) > 0;
+
+    if (!ok && ERR_peek_last_error() == last_before)
+        ERR_raise(ERR_LIB_PROV, PROV_R_FAILED_DURING_DERIVATION);
+    return ok;
+}
+
 static int compute_ecx(sa_record *base)
 {
     ecx_record *record = (ecx_record *)base;
@@ -65,8 +82,8 @@ static int compute_ecx(sa_record *base)
         ok = record->variant->software_keygen(record->keygen_ctx, record->pkey);
     } else {
         record->secret_length = sizeof(record->secret);
-        ok = record->variant->software_derive(record->ctx, record->secret,
-                                              &record->secret_length);
+        ok = software_derive(record->variant, record->ctx, record->secret,
+                             &record->secret_length);
     }
     /* Both may hold references to the ENGINE: let go before the caller wakes. */
     EVP_PKEY_CTX_free(record->ctx);
@@ -130,7 +147,7 @@ static int ecx_derive(const ecx_variant *variant, EVP_PKEY_CTX *ctx,
         record = NULL;
     }
     if (record == NULL) {
-        ok = variant->software_derive(ctx, key, key_length) > 0;
+        ok = software_derive(variant, ctx, key, key_length);
         sa_stats_note_inline(variant->derive_algorithm, ok);
         return ok;
     }

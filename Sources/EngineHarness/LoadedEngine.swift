@@ -128,13 +128,25 @@ public final class LoadedEngine {
         return result
     }
 
+    /// Runs body with default OpenSSL as the default again: keys made inside
+    /// use the software methods (the reference side of differential tests).
+    public func withSoftwareDefaults<T>(_ body: () throws -> T) rethrows -> T {
+        unregisterDefaults()
+        defer { ENGINE_set_default(engine, harness_engine_method_all()) }
+        return try body()
+    }
+
+    private func unregisterDefaults() {
+        ENGINE_unregister_RSA(engine)
+        ENGINE_unregister_EC(engine)
+        ENGINE_unregister_pkey_meths(engine)
+    }
+
     /// Undoes init: no longer the default, functional and structural references dropped.
     public func close() {
         guard !closed else { return }
         closed = true
-        ENGINE_unregister_RSA(engine)
-        ENGINE_unregister_EC(engine)
-        ENGINE_unregister_pkey_meths(engine)
+        unregisterDefaults()
         ENGINE_finish(engine)
         ENGINE_free(engine)
     }

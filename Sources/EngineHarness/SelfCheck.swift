@@ -27,6 +27,18 @@ public struct CheckResult: Sendable {
 
 /// Runs operations through the engine and compares each with default OpenSSL.
 public enum SelfCheck {
+    /// Runs one body in `mode`: a plain call, or alone in an ASYNC_JOB.
+    public static func inMode(_ mode: ExecutionMode, _ body: @escaping () -> Int32) throws -> Int32 {
+        guard let wakeMode = mode.wakeMode else { return body() }
+        return try AsyncBatch.run([body], mode: wakeMode).results[0]
+    }
+
+    /// Runs bodies in `mode`: one after another, or each in its own job, all at once.
+    public static func inMode(_ mode: ExecutionMode, _ bodies: [() -> Int32]) throws -> [Int32] {
+        guard let wakeMode = mode.wakeMode else { return bodies.map { $0() } }
+        return try AsyncBatch.run(bodies, mode: wakeMode).results
+    }
+
     public static let rsaCases: [(RSAPrivateOperation.Kind, Int32)] =
         RSAPrivateOperation.signPaddings.map { (.encrypt, $0) }
         + RSAPrivateOperation.decryptPaddings.map { (.decrypt, $0) }

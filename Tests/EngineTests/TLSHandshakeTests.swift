@@ -61,3 +61,58 @@ final class TLSHandshakeTests: EngineTestCase {
         XCTAssertEqual(delta(counters, "rsa_private_encrypt", "offloaded"), 16)
     }
 }
+
+/// TLS 1.3 and 1.2 handshakes whose server-side key exchange and signature
+/// all run on the pool: keygen, derive, and the certificate's signature.
+final class TLSKeyExchangeTests: EngineTestCase {
+    enum Certificate: String, CaseIterable { case rsa = "RSA", ecdsa = "ECDSA" }
+
+    let connections = 4
+
+    func identity(_ certificate: Certificate) throws -> TLSIdentity {
+        certificate == .rsa ? try TLSIdentity(rsaBits: 2048) : try TLSIdentity(ecGroup: "P-256")
+    }
+
+    func run(group: String, certificate: Certificate, version: Int32, ciphers: String? = nil) throws {
+        let identity = try identity(certificate)
+        var options = TLSHandshakes.Options()
+        options.connections = connections
+        // TLS 1.2 uses an ECDSA certificate only on a curve the client lists: offer
+        // P-256 after the group under test (the peers pick the first).
+        options.groups = certificate == .ecdsa && group != "P-256" ? "\(group):P-256" : group
+        options.maxVersion = version
+        options.cipherList = ciphers
+        var outcome = TLSHandshakes.Outcome()
+        let label = "\(group) \(certificate.rawValue) \(version == TLS1_3_VERSION ? "TLS 1.3" : "TLS 1.2")"
+        let counters = try countersDelta {
+            do { outcome = try TLSHandshakes.run(identity: identity, options: options) }
+            catch { throw HarnessError("\(label): \(error)") }
+        }
+        XCTAssertEqual(outcome.completed, connections, label)
+        XCTAssertEqual(outcome.versions, [version == TLS1_3_VERSION ? "TLSv1.3" : "TLSv1.2"], label)
+        let exchange = group == "X25519" ? "x25519" : "ec"
+        let derive = group == "X25519" ? "x25519_derive" : "ecdh_derive"
+        let signature = certificate == .rsa ? "rsa_private_encrypt" : "ecdsa_sign"
+        XCTAssertEqual(delta(counters, "\(exchange)_keygen", "offloaded"), connections, "\(label): server key shares")
+        XCTAssertEqual(delta(counters, derive, "offloaded"), connections, "\(label): server secrets")
+        XCTAssertEqual(delta(counters, signature, "offloaded"), connections, "\(label): server signatures")
+        for algorithm in ["\(exchange)_keygen", derive, signature] {
+            XCTAssertEqual(delta(counters, algorithm, "failed"), 0, "\(label) \(algorithm)")
+        }
+    }
+
+    func testTLS13EveryGroupAndCertificate() throws {
+        for group in ["X25519", "P-256", "P-384"] {
+            for certificate in Certificate.allCases {
+                try run(group: group, certificate: certificate, version: TLS1_3_VERSION)
+            }
+        }
+    }
+
+    func testTLS12ECDHEWithRSAAndECDSA() throws {
+        for group in ["X25519", "P-256", "P-384"] {
+            try run(group: group, certificate: .rsa, version: TLS1_2_VERSION, ciphers: "ECDHE-RSA-AES128-GCM-SHA256")
+            try run(group: group, certificate: .ecdsa, version: TLS1_2_VERSION, ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256")
+        }
+    }
+}
