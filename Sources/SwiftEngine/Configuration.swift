@@ -9,12 +9,18 @@ struct Configuration: Sendable {
     var queueDepth = 1024
     var syncOffload = false
     var statsFile: String?
-    /// Completions a worker may hold back while more work is queued (1: none).
-    var notifyBatch = 8
+    /// Completions a worker may hold back while more work is queued (1: none),
+    /// and for how long at most.
+    var notifyBatch = 64
+    var notifyDelayMicroseconds = 1000
+    /// How long an idle worker watches for new work before sleeping (0: never).
+    var idleSpinMicroseconds = 50
 
     static let threadLimit = 1024
     static let queueDepthLimit = 1 << 20
     static let notifyBatchLimit = 64
+    static let idleSpinLimit = 10_000
+    static let notifyDelayLimit = 100_000
 
     var workerCount: Int {
         threads > 0 ? threads : max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
@@ -31,6 +37,10 @@ struct Configuration: Sendable {
             syncOffload = value == 1
         case "NOTIFY_BATCH" where (1...Self.notifyBatchLimit).contains(value):
             notifyBatch = value
+        case "NOTIFY_DELAY_USEC" where (0...Self.notifyDelayLimit).contains(value):
+            notifyDelayMicroseconds = value
+        case "IDLE_SPIN_USEC" where (0...Self.idleSpinLimit).contains(value):
+            idleSpinMicroseconds = value
         default:
             return false
         }
@@ -48,7 +58,7 @@ struct Configuration: Sendable {
         }
     }
 
-    static let environmentNames = ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "NOTIFY_BATCH", "STATS_FILE"]
+    static let environmentNames = ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "NOTIFY_BATCH", "NOTIFY_DELAY_USEC", "IDLE_SPIN_USEC", "STATS_FILE"]
 
     /// Defaults overridden by SWIFTASYNC_<NAME>; invalid values are ignored
     /// with a warning on stderr, since there is no caller to return an error to.

@@ -66,6 +66,8 @@ final class EngineRuntime: @unchecked Sendable {
             let reshaped = updated.workerCount != configuration.workerCount
                 || updated.queueDepth != configuration.queueDepth
                 || updated.notifyBatch != configuration.notifyBatch
+                || updated.notifyDelayMicroseconds != configuration.notifyDelayMicroseconds
+                || updated.idleSpinMicroseconds != configuration.idleSpinMicroseconds
             configuration = updated
             syncOffload.store(updated.syncOffload, ordering: .relaxed)
             if reshaped { retired = takePool() }
@@ -110,6 +112,8 @@ final class EngineRuntime: @unchecked Sendable {
             let fresh = WorkerPool(threadCount: configuration.workerCount,
                                    queueCapacity: configuration.queueDepth,
                                    notifyBatch: configuration.notifyBatch,
+                                   notifyDelayMicroseconds: configuration.notifyDelayMicroseconds,
+                                   idleSpinMicroseconds: configuration.idleSpinMicroseconds,
                                    execute: { EngineRuntime.shared.execute($0) },
                                    notify: { EngineRuntime.shared.notify($0) })
             guard fresh.start() else { return nil }

@@ -1,13 +1,15 @@
 import Glibc
+import Synchronization
 
 /// N threads taking opaque work items from one bounded FIFO. It knows nothing
 /// of OpenSSL: the engine hands it records, a handler that runs one and a
 /// handler that tells its owner it is done.
 ///
-/// While more work is queued, a worker tells owners in batches of up to
-/// `notifyBatch`: the application is woken once for several results instead
-/// of once each, and the cores stay on the math. With nothing queued it tells
-/// each owner at once, so a lone operation never waits.
+/// While more work is queued, a worker tells owners in batches: of up to
+/// `notifyBatch` results, the first held at most `notifyDelay`. The
+/// application is then woken once for several results instead of once each,
+/// and the cores stay on the math. With nothing queued a worker tells each
+/// owner at once, so a lone operation never waits.
 final class WorkerPool: @unchecked Sendable {
     typealias Handler = @Sendable (UnsafeMutableRawPointer) -> Void
 
@@ -19,20 +21,28 @@ final class WorkerPool: @unchecked Sendable {
 
     let threadCount: Int
     let notifyBatch: Int
+    let notifyDelayNanoseconds: Int
     private let execute: Handler
     private let notify: Handler
     private let lock = PThreadLock()
     private let workAvailable = PThreadCondition()
     private let roomAvailable = PThreadCondition()
     private var queue: RingBuffer
+    /// queue.count, for idle workers watching without the lock.
+    private let queued = Atomic<Int>(0)
+    private let stoppingFlag = Atomic<Bool>(false)
+    /// How long an idle worker watches for new work before it sleeps.
+    let idleSpinNanoseconds: Int
     private var sleepingWorkers = 0
     private var waitingSubmitters = 0
     private var stopping = false
     private var threads: [pthread_t] = []
 
-    init(threadCount: Int, queueCapacity: Int, notifyBatch: Int = 1,
-         execute: @escaping Handler, notify: @escaping Handler) {
+    init(threadCount: Int, queueCapacity: Int, notifyBatch: Int = 1, notifyDelayMicroseconds: Int = 0,
+         idleSpinMicroseconds: Int = 0, execute: @escaping Handler, notify: @escaping Handler) {
+        notifyDelayNanoseconds = max(0, notifyDelayMicroseconds) * 1000
         self.threadCount = threadCount
+        idleSpinNanoseconds = max(0, idleSpinMicroseconds) * 1000
         self.notifyBatch = max(1, notifyBatch)
         self.execute = execute
         self.notify = notify
@@ -90,6 +100,7 @@ final class WorkerPool: @unchecked Sendable {
     private func enqueueAndUnlock(_ item: UnsafeMutableRawPointer) -> SubmitOutcome {
         queue.push(item)
         let depth = queue.count
+        queued.store(depth, ordering: .relaxed)
         let wakeOne = sleepingWorkers > 0
         lock.unlock()
         if wakeOne { workAvailable.signal() }
@@ -101,6 +112,7 @@ final class WorkerPool: @unchecked Sendable {
     /// engine) that thread is detached instead: it exits when its handler returns.
     func shutdown() {
         lock.withLock { stopping = true }
+        stoppingFlag.store(true, ordering: .relaxed)
         workAvailable.broadcast()
         roomAvailable.broadcast()
         for thread in threads {
@@ -113,6 +125,15 @@ final class WorkerPool: @unchecked Sendable {
         threads.removeAll()
     }
 
+    /// Spins (yielding the CPU) until work is queued or the spin time is over.
+    private func watchForWork() {
+        let deadline = monotonicNanoseconds() + idleSpinNanoseconds
+        while queued.load(ordering: .relaxed) == 0 && !stoppingFlag.load(ordering: .relaxed)
+                && monotonicNanoseconds() < deadline {
+            sched_yield()
+        }
+    }
+
     private func runWorker() {
         var done: [UnsafeMutableRawPointer] = []
         done.reserveCapacity(notifyBatch)
@@ -120,14 +141,22 @@ final class WorkerPool: @unchecked Sendable {
             for item in done { notify(item) }
             done.removeAll(keepingCapacity: true)
         }
+        var justWatched = false
+        var heldSince = 0
         lock.lock()
         while true {
             if let item = queue.pop() {
+                queued.store(queue.count, ordering: .relaxed)
+                justWatched = false
                 let wakeSubmitter = waitingSubmitters > 0
                 lock.unlock()
                 if wakeSubmitter { roomAvailable.signal() }
-                if done.count >= notifyBatch { notifyAll() }
+                if done.count >= notifyBatch
+                    || (!done.isEmpty && monotonicNanoseconds() - heldSince >= notifyDelayNanoseconds) {
+                    notifyAll()
+                }
                 execute(item)
+                if done.isEmpty { heldSince = monotonicNanoseconds() }
                 done.append(item)
                 lock.lock()
             } else if !done.isEmpty {
@@ -136,7 +165,13 @@ final class WorkerPool: @unchecked Sendable {
                 lock.lock()
             } else if stopping {
                 break
+            } else if idleSpinNanoseconds > 0 && !justWatched {
+                lock.unlock()
+                watchForWork()
+                justWatched = true
+                lock.lock()
             } else {
+                justWatched = false
                 sleepingWorkers += 1
                 workAvailable.wait(lock)
                 sleepingWorkers -= 1
@@ -144,4 +179,10 @@ final class WorkerPool: @unchecked Sendable {
         }
         lock.unlock()
     }
+}
+
+func monotonicNanoseconds() -> Int {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return now.tv_sec * 1_000_000_000 + now.tv_nsec
 }

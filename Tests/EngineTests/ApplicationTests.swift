@@ -69,6 +69,22 @@ final class ApplicationTests: XCTestCase {
         XCTAssertEqual(counters.count("rsa_private_encrypt", "failed"), 0)
     }
 
+    func testOpenSSLSpeedRunsEllipticCurvesThroughTheEngine() throws {
+        let stats = temporaryPath("speed-ec.txt")
+        let speed = try run(["openssl", "speed", "-engine", enginePath, "-async_jobs", "64", "-seconds", "1",
+                             "ecdhp256", "ecdhp384", "ecdhx25519", "ecdhx448", "ecdsap256", "ecdsap384"],
+                            environment: ["SWIFTASYNC_STATS_FILE": stats])
+        XCTAssertEqual(speed.status, 0, speed.output)
+        for line in ["ecdh (nistp256)", "ecdh (nistp384)", "ecdh (X25519)", "ecdh (X448)", "ecdsa (nistp256)", "ecdsa (nistp384)"] {
+            XCTAssertTrue(speed.output.contains(line), "speed printed no \(line)")
+        }
+        let counters = try statsWritten(to: stats)
+        for algorithm in ["ecdh_derive", "x25519_derive", "x448_derive", "ecdsa_sign"] {
+            XCTAssertGreaterThan(counters.count(algorithm, "offloaded"), 500, "\(algorithm):\n\(counters.text)")
+            XCTAssertEqual(counters.count(algorithm, "failed"), 0, algorithm)
+        }
+    }
+
     func testRepositoryOpenSSLConfLoadsTheEngine() throws {
         let stats = temporaryPath("conf.txt")
         let speed = try run(["openssl", "speed", "-async_jobs", "8", "-seconds", "1", "rsa2048"],

@@ -44,7 +44,8 @@ final class WorkerPoolTests: XCTestCase {
         let executed = Atomic<Int>(0)
         let notified = Atomic<Int>(0)
         let maxHeldBack = Atomic<Int>(0)
-        let pool = WorkerPool(threadCount: 1, queueCapacity: 100, notifyBatch: 3, execute: { _ in
+        let pool = WorkerPool(threadCount: 1, queueCapacity: 100, notifyBatch: 3,
+                              notifyDelayMicroseconds: 1_000_000, execute: { _ in
             let held = executed.wrappingAdd(1, ordering: .relaxed).newValue - notified.load(ordering: .relaxed)
             if held > maxHeldBack.load(ordering: .relaxed) { maxHeldBack.store(held, ordering: .relaxed) }
             usleep(200)
