@@ -21,6 +21,7 @@ extension SelfCheck {
             check.compared += 1
             if !condition { check.mismatches.append("\(curve) \(mode.rawValue): \(what())\(OpenSSLErrors.drain())") }
         }
+        check.operations += 1
         expect(key.engineKeyUsesEngine, "the key does not use the engine")
         expect(key.isValid, "the engine's key fails EC_KEY_check_key")
 
@@ -36,6 +37,7 @@ extension SelfCheck {
             let point = EC_KEY_get0_public_key(peer)
             return { let (result, secret) = ECKeyPair.derive(engineKey, peer: point); box.output = secret; return result }
         })
+        check.operations += peers.count
         for (index, peer) in peers.enumerated() {
             let expected = ECKeyPair.derive(peer, peer: key.publicKey)
             expect(derived[index] == expected.0 && secrets[index].output == expected.1,
@@ -56,6 +58,7 @@ extension SelfCheck {
                 got.value = OpenSSLErrors.codes().map { "\($0.library)/\($0.reason)" }
                 return signature == nil ? 0 : 1
             }
+            check.operations += 1
             expect(result == 0 && got.value == expected && !expected.isEmpty,
                    "ECDSA must fail as default OpenSSL's does: \(got.value) vs \(expected)")
             return check
@@ -71,6 +74,7 @@ extension SelfCheck {
                 return 1
             }
         })
+        check.operations += digests.count + 2
         for (index, digest) in digests.enumerated() {
             expect(signed[index] == 1 && verify(signatures[index].output, digest: digest, key: key.softwareKey),
                    "ECDSA signature \(index) does not verify with default OpenSSL")
@@ -135,6 +139,7 @@ extension SelfCheck {
         let results = try inMode(mode, [(alice, bobPublic, secrets[0]), (bob, alicePublic, secrets[1])].map { key, peer, box in
             return { let (result, secret) = ECXVector.derive(key, peer); box.output = secret; return result }
         })
+        check.operations += 2 + count
         expect(results == [1, 1] && secrets.allSatisfy { $0.output == vector.shared },
                "RFC 7748 shared secret: got \(secrets.map(\.output.count)) bytes, results \(results)")
 

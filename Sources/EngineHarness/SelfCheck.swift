@@ -20,6 +20,8 @@ public enum ExecutionMode: String, CaseIterable, Sendable {
 /// The outcome of comparing engine results with default OpenSSL's.
 public struct CheckResult: Sendable {
     public init() {}
+    /// Engine operations the check ran in its mode (the counters should show them).
+    public var operations = 0
     public var compared = 0
     public var mismatches: [String] = []
     public var passed: Bool { mismatches.isEmpty && compared > 0 }
@@ -72,6 +74,7 @@ public enum SelfCheck {
         for (kind, padding) in rsaCases {
             let operations = (0..<count).map { _ in RSAPrivateOperation.random(kind, padding: padding, key: key) }
             let engine = try run(operations, on: key, mode: mode)
+            check.operations += operations.count
             for (operation, got) in zip(operations, engine) {
                 let expected = operation.perform(on: key.softwareKey)
                 check.compared += 1

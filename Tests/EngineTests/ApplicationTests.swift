@@ -128,7 +128,7 @@ final class ApplicationTests: XCTestCase {
             .appendingPathComponent("engine-loader").path
         let info = try run([loader, "info", "--engine", enginePath])
         XCTAssertEqual(info.status, 0, info.output)
-        for expected in ["swiftasync", "RSA", "THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "STATS", "OpenSSL 3"] {
+        for expected in ["swiftasync", "RSA", "EC (keygen, ECDH, ECDSA)", "X25519", "X448", "THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "STATS", "OpenSSL 3"] {
             XCTAssertTrue(info.output.contains(expected), "info lacks \(expected):\n\(info.output)")
         }
         let check = try run([loader, "check", "--engine", enginePath, "--bits", "2048", "--count", "2"])
