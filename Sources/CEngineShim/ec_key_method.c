@@ -40,7 +40,7 @@ static struct {
 
 typedef struct ec_record {
     sa_record base;
-    EC_KEY *key;                    /* dropped as soon as the math is done */
+    EC_KEY *key;                    /* dropped as soon as the result is stored */
     EC_POINT *peer;                 /* ECDH: our copy of the peer's point */
     unsigned char *digest;          /* ECDSA: our copy of the digest */
     int digest_length;
@@ -74,16 +74,20 @@ static int compute_ec(sa_record *base)
     default:
         break;
     }
-    /* As for RSA: the key may hold the last reference to the ENGINE. */
+    return ok;
+}
+
+static void release_ec_inputs(sa_record *base)
+{
+    ec_record *record = (ec_record *)base;
     EC_KEY_free(record->key);
     record->key = NULL;
-    return ok;
 }
 
 static void destroy_ec(sa_record *base)
 {
     ec_record *record = (ec_record *)base;
-    EC_KEY_free(record->key);
+    release_ec_inputs(base);
     EC_POINT_free(record->peer);
     OPENSSL_clear_free(record->digest, (size_t)record->digest_length);
     BN_clear_free(record->kinv);
@@ -93,7 +97,7 @@ static void destroy_ec(sa_record *base)
     OPENSSL_clear_free(record, sizeof(*record));
 }
 
-static const sa_record_kind ec_kind = { compute_ec, destroy_ec };
+static const sa_record_kind ec_kind = { compute_ec, release_ec_inputs, destroy_ec };
 
 /* A record for key, or NULL (then the caller computes inline). */
 static ec_record *ec_record_new(sa_algorithm algorithm, const EC_KEY *key)

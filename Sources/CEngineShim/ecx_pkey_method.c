@@ -85,23 +85,27 @@ static int compute_ecx(sa_record *base)
         ok = software_derive(record->variant, record->ctx, record->secret,
                              &record->secret_length);
     }
-    /* Both may hold references to the ENGINE: let go before the caller wakes. */
-    EVP_PKEY_CTX_free(record->ctx);
-    EVP_PKEY_free(record->pkey);
-    record->ctx = NULL;
-    record->pkey = NULL;
     return ok > 0;
 }
 
-static void destroy_ecx(sa_record *base)
+/* Both may hold references to the ENGINE. */
+static void release_ecx_inputs(sa_record *base)
 {
     ecx_record *record = (ecx_record *)base;
     EVP_PKEY_CTX_free(record->ctx);
     EVP_PKEY_free(record->pkey);
-    OPENSSL_clear_free(record, sizeof(*record));
+    record->ctx = NULL;
+    record->keygen_ctx = NULL;
+    record->pkey = NULL;
 }
 
-static const sa_record_kind ecx_kind = { compute_ecx, destroy_ecx };
+static void destroy_ecx(sa_record *base)
+{
+    release_ecx_inputs(base);
+    OPENSSL_clear_free(base, sizeof(ecx_record));
+}
+
+static const sa_record_kind ecx_kind = { compute_ecx, release_ecx_inputs, destroy_ecx };
 
 static ecx_record *ecx_record_new(const ecx_variant *variant, sa_algorithm algorithm)
 {

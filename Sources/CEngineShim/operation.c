@@ -14,6 +14,7 @@ void sa_record_init(sa_record *record, const sa_record_kind *kind,
     record->kind = kind;
     atomic_init(&record->references, 1);
     atomic_init(&record->done, 0);
+    atomic_init(&record->computed, 0);
     record->succeeded = 0;
     record->wake_fd = NULL;
     record->error_count = 0;
@@ -60,9 +61,22 @@ static void capture_errors(sa_record *record)
     }
 }
 
+/*
+ * Keys are let go as soon as the result is stored, before anyone is woken:
+ * a key's reference can be the last one to the ENGINE, whose finish must not
+ * run on a worker. Marking the result first means a child forked at any
+ * point either recomputes from intact inputs or keeps the stored result.
+ */
+static void store_result(sa_record *record, int succeeded)
+{
+    record->succeeded = succeeded;
+    atomic_store_explicit(&record->computed, 1, memory_order_release);
+    record->kind->release_inputs(record);
+}
+
 void sa_record_compute_here(sa_record *record)
 {
-    record->succeeded = record->kind->compute(record);
+    store_result(record, record->kind->compute(record));
 }
 
 void sa_record_replay_errors(const sa_record *record)
@@ -86,13 +100,18 @@ void sa_record_replay_errors(const sa_record *record)
 int sa_operation_execute(sa_operation *op)
 {
     sa_record *record = (sa_record *)op;
+    int succeeded;
+
+    if (atomic_load_explicit(&record->computed, memory_order_acquire))
+        return record->succeeded;      /* re-queued in a forked child */
     /* A worker's error queue is its own: whatever is on it is not ours. */
     ERR_clear_error();
-    record->succeeded = record->kind->compute(record);
-    if (!record->succeeded)
+    succeeded = record->kind->compute(record);
+    if (!succeeded)
         capture_errors(record);
     ERR_clear_error();
-    return record->succeeded;
+    store_result(record, succeeded);
+    return succeeded;
 }
 
 void sa_operation_publish_done(sa_operation *op)

@@ -25,8 +25,9 @@ typedef struct sa_record sa_record;
 
 /* What distinguishes one kind of operation from another. */
 typedef struct sa_record_kind {
-    int (*compute)(sa_record *record);   /* the math; 1 on success */
-    void (*destroy)(sa_record *record);  /* cleanse secrets, free payload */
+    int (*compute)(sa_record *record);         /* the math; 1 on success; may run again after a fork */
+    void (*release_inputs)(sa_record *record); /* drop key references once computed */
+    void (*destroy)(sa_record *record);        /* cleanse secrets, free the rest */
 } sa_record_kind;
 
 struct sa_record {
@@ -34,6 +35,7 @@ struct sa_record {
     const sa_record_kind *kind;
     atomic_int references;
     atomic_int done;
+    atomic_int computed;                 /* result stored; a forked child need not recompute */
     int succeeded;
     sa_wake_fd *wake_fd;                 /* held while a worker may write it */
     int error_count;

@@ -40,13 +40,14 @@ static int compute_rsa(sa_record *base)
     record->result = record->software(record->input_length, record->input,
                                       record->output, record->rsa,
                                       record->padding);
-    /*
-     * Let go of the key before the caller is woken: its reference may be the
-     * last one to the ENGINE, whose finish must not run on a worker.
-     */
+    return record->result >= 0;
+}
+
+static void release_rsa_inputs(sa_record *base)
+{
+    rsa_record *record = (rsa_record *)base;
     RSA_free(record->rsa);
     record->rsa = NULL;
-    return record->result >= 0;
 }
 
 static void destroy_rsa(sa_record *base)
@@ -54,11 +55,11 @@ static void destroy_rsa(sa_record *base)
     rsa_record *record = (rsa_record *)base;
     size_t size = sizeof(*record) + (size_t)record->input_length
                   + record->output_capacity;
-    RSA_free(record->rsa);
+    release_rsa_inputs(base);
     OPENSSL_clear_free(record, size);
 }
 
-static const sa_record_kind rsa_kind = { compute_rsa, destroy_rsa };
+static const sa_record_kind rsa_kind = { compute_rsa, release_rsa_inputs, destroy_rsa };
 
 static rsa_record *rsa_record_new(sa_algorithm algorithm, rsa_private_fn software,
                                   int flen, const unsigned char *from,

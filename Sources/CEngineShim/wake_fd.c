@@ -1,13 +1,43 @@
+#define _GNU_SOURCE
 #include "wake_fd.h"
 #include "swiftasync_shim.h"
 
+#include <pthread.h>
 #include <stdint.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <openssl/crypto.h>
 
 /* Its address identifies our fd among those other engines register. */
 static const char wake_fd_key = 0;
+
+/* Every live eventfd, so a forked child can give itself its own. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static sa_wake_fd *registry;
+
+static void registry_add(sa_wake_fd *wake_fd)
+{
+    pthread_mutex_lock(&registry_lock);
+    wake_fd->previous = NULL;
+    wake_fd->next = registry;
+    if (registry != NULL)
+        registry->previous = wake_fd;
+    registry = wake_fd;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void registry_remove(sa_wake_fd *wake_fd)
+{
+    pthread_mutex_lock(&registry_lock);
+    if (wake_fd->previous != NULL)
+        wake_fd->previous->next = wake_fd->next;
+    else
+        registry = wake_fd->next;
+    if (wake_fd->next != NULL)
+        wake_fd->next->previous = wake_fd->previous;
+    pthread_mutex_unlock(&registry_lock);
+}
 
 static void wake_fd_cleanup(ASYNC_WAIT_CTX *wait_ctx, const void *key,
                             OSSL_ASYNC_FD fd, void *custom)
@@ -27,6 +57,7 @@ static sa_wake_fd *wake_fd_create(ASYNC_WAIT_CTX *wait_ctx)
         return NULL;
     }
     atomic_init(&wake_fd->references, 1);   /* the wait ctx's reference */
+    registry_add(wake_fd);
     if (!ASYNC_WAIT_CTX_set_wait_fd(wait_ctx, &wake_fd_key, wake_fd->fd,
                                     wake_fd, wake_fd_cleanup)) {
         sa_wake_fd_release(wake_fd);
@@ -53,6 +84,7 @@ void sa_wake_fd_release(sa_wake_fd *wake_fd)
 {
     if (atomic_fetch_sub_explicit(&wake_fd->references, 1, memory_order_acq_rel) != 1)
         return;
+    registry_remove(wake_fd);
     close(wake_fd->fd);
     OPENSSL_free(wake_fd);
 }
@@ -73,4 +105,26 @@ void sa_wake_fd_drain(const sa_wake_fd *wake_fd)
 int sa_eventfd_new_blocking(void)
 {
     return eventfd(0, EFD_CLOEXEC);
+}
+
+/*
+ * After fork, parent and child share each eventfd: a wake-up meant for one
+ * could be consumed by the other. The child swaps in eventfds of its own
+ * under the same numbers (which its wait ctxs and event loops know), and
+ * signals each once: a job whose operation finished unseen resumes, any
+ * other pauses again. Called in the child, where no other thread exists.
+ */
+void sa_wake_fds_renew_after_fork(void)
+{
+    sa_wake_fd *wake_fd;
+
+    pthread_mutex_init(&registry_lock, NULL);
+    for (wake_fd = registry; wake_fd != NULL; wake_fd = wake_fd->next) {
+        int fresh = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (fresh < 0)
+            continue;
+        if (dup3(fresh, wake_fd->fd, O_CLOEXEC) >= 0)
+            sa_wake_fd_signal(wake_fd);
+        close(fresh);
+    }
 }

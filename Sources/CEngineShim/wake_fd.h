@@ -13,6 +13,7 @@
 typedef struct sa_wake_fd {
     atomic_int references;
     int fd;
+    struct sa_wake_fd *previous, *next;   /* every live one, for fork */
 } sa_wake_fd;
 
 /* The wait ctx's eventfd, created and registered if absent; NULL on error. */

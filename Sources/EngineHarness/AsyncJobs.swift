@@ -42,36 +42,53 @@ public final class AsyncBatch {
     ///   - timeout: seconds without any wake-up before giving up (a hang is a failure).
     public static func run(_ bodies: [() -> Int32], mode: WakeMode, spurious: Bool = false,
                            timeout: Double = 60) throws -> Outcome {
-        let slots = bodies.map(Slot.init)
-        let batch = CallbackPipe.newBatch()
+        try start(bodies, mode: mode, spurious: spurious).finish(timeout: timeout)
+    }
+
+    /// Starts every job and leaves them paused (or finished): the caller can
+    /// do something, such as fork, while their operations are in flight.
+    public static func start(_ bodies: [() -> Int32], mode: WakeMode, spurious: Bool = false) throws -> AsyncBatch {
+        let running = AsyncBatch(slots: bodies.map(Slot.init), mode: mode)
         if mode == .callback {
-            for (index, slot) in slots.enumerated() {
+            for (index, slot) in running.slots.enumerated() {
                 ASYNC_WAIT_CTX_set_callback(slot.waitContext, CallbackPipe.callback,
-                                            CallbackPipe.argument(batch: batch, index: index))
+                                            CallbackPipe.argument(batch: running.batch, index: index))
             }
         }
-
-        var outcome = Outcome(results: [])
-        var pending = Set<Int>()
-        for index in slots.indices {
-            if try step(slots[index]) { continue }
-            pending.insert(index)
+        for index in running.slots.indices where try !step(running.slots[index]) {
+            running.pending.insert(index)
         }
         if spurious {
-            for index in pending.sorted() where !slots[index].finished {
-                if try step(slots[index]) { pending.remove(index) } else { outcome.spuriousResumes += 1 }
+            for index in running.pending.sorted() {
+                if try step(running.slots[index]) { running.pending.remove(index) } else { running.outcome.spuriousResumes += 1 }
             }
         }
+        return running
+    }
+
+    let slots: [Slot]
+    let mode: WakeMode
+    let batch = CallbackPipe.newBatch()
+    var pending = Set<Int>()
+    var outcome = Outcome(results: [])
+
+    init(slots: [Slot], mode: WakeMode) {
+        self.slots = slots
+        self.mode = mode
+    }
+
+    /// Resumes jobs as their wake-ups arrive until all have finished.
+    public func finish(timeout: Double = 60) throws -> Outcome {
         while !pending.isEmpty {
             let ready = mode == .waitFD
-                ? try readyByFD(slots, pending, timeout: timeout)
+                ? try Self.readyByFD(slots, pending, timeout: timeout)
                 : try CallbackPipe.wait(batch: batch, timeout: timeout)
             for index in ready where pending.contains(index) {
                 if mode == .callback,
                    ASYNC_WAIT_CTX_get_status(slots[index].waitContext) == ASYNC_STATUS_EAGAIN {
                     outcome.eagainStatuses += 1
                 }
-                if try step(slots[index]) { pending.remove(index) }
+                if try Self.step(slots[index]) { pending.remove(index) }
             }
         }
         outcome.results = slots.map(\.result)

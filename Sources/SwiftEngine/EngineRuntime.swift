@@ -19,9 +19,9 @@ final class EngineRuntime: @unchecked Sendable {
 
     private init() {
         syncOffload.store(configuration.syncOffload, ordering: .relaxed)
-        pthread_atfork({ EngineRuntime.shared.lock.lock() },
-                       { EngineRuntime.shared.lock.unlock() },
-                       { EngineRuntime.shared.forgetPoolAfterFork() })
+        pthread_atfork({ EngineRuntime.shared.prepareForFork() },
+                       { EngineRuntime.shared.resumeAfterForkInParent() },
+                       { EngineRuntime.shared.restartAfterForkInChild() })
         atexit { EngineRuntime.shared.reportAtExitIfUnfinished() }
     }
 
@@ -36,12 +36,42 @@ final class EngineRuntime: @unchecked Sendable {
         if let statsFile { appendReport(to: statsFile) }
     }
 
-    /// In a forked child the pool's threads do not exist and its lock may be
-    /// held by one of them: abandon it (never freed) and start anew on first use.
-    private func forgetPoolAfterFork() {
-        if let pool { _ = Unmanaged.passRetained(pool) }
-        pool = nil
+    // MARK: Fork
+
+    /// Both locks held across fork, so the child finds consistent state.
+    private func prepareForFork() {
+        lock.lock()
+        pool?.lockForFork()
+    }
+
+    private func resumeAfterForkInParent() {
+        pool?.unlockAfterFork()
         lock.unlock()
+    }
+
+    /// The child has none of the pool's threads. Operations that were queued or
+    /// running at the fork still have paused jobs waiting in the child: a new
+    /// pool runs them (again, where their result was not yet stored), and every
+    /// wait fd becomes the child's own.
+    private func restartAfterForkInChild() {
+        var orphans: [UnsafeMutableRawPointer] = []
+        if let old = pool {
+            orphans = old.orphansAfterFork()
+            old.unlockAfterFork()
+            _ = Unmanaged.passRetained(old)   // its threads are gone; never tear it down
+        }
+        pool = nil
+        sa_wake_fds_renew_after_fork()
+        lock.unlock()
+        adopt(orphans)
+    }
+
+    private func adopt(_ orphans: [UnsafeMutableRawPointer]) {
+        guard !orphans.isEmpty, let pool = currentPool() else { return }
+        for item in orphans {
+            // Already counted as offloaded in the parent's (copied) counters.
+            _ = pool.submitWaitingForRoom(item)
+        }
     }
 
     var prefersInline: Bool { !syncOffload.load(ordering: .relaxed) }

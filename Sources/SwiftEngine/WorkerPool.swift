@@ -34,9 +34,16 @@ final class WorkerPool: @unchecked Sendable {
     /// How long an idle worker watches for new work before it sleeps.
     let idleSpinNanoseconds: Int
     private var sleepingWorkers = 0
+    /// Workers outside the lock running or notifying an operation.
+    private var busyWorkers = 0
+    private var forking = false
+    private let workersQuiet = PThreadCondition()
+    private let forkFinished = PThreadCondition()
     private var waitingSubmitters = 0
     private var stopping = false
     private var threads: [pthread_t] = []
+    /// Per worker: items taken from the queue and not yet handed to `notify`.
+    private var inFlight: [[UnsafeMutableRawPointer]]
 
     init(threadCount: Int, queueCapacity: Int, notifyBatch: Int = 1, notifyDelayMicroseconds: Int = 0,
          idleSpinMicroseconds: Int = 0, execute: @escaping Handler, notify: @escaping Handler) {
@@ -47,6 +54,7 @@ final class WorkerPool: @unchecked Sendable {
         self.execute = execute
         self.notify = notify
         queue = RingBuffer(capacity: queueCapacity)
+        inFlight = Array(repeating: [], count: threadCount)
     }
 
     deinit { queue.deallocate() }
@@ -59,16 +67,21 @@ final class WorkerPool: @unchecked Sendable {
         pthread_sigmask(SIG_SETMASK, &all, &previous)
         defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
 
-        for _ in 0..<threadCount {
+        for index in 0..<threadCount {
             var thread = pthread_t()
-            let context = Unmanaged.passRetained(self).toOpaque()
+            let context = UnsafeMutablePointer<WorkerStart>.allocate(capacity: 1)
+            context.initialize(to: WorkerStart(pool: self, index: index))
             let created = pthread_create(&thread, nil, { context in
-                let pool = Unmanaged<WorkerPool>.fromOpaque(context!).takeRetainedValue()
-                pool.runWorker()
+                let start = context!.assumingMemoryBound(to: WorkerStart.self)
+                let (pool, index) = (start.pointee.pool, start.pointee.index)
+                start.deinitialize(count: 1)
+                start.deallocate()
+                pool.runWorker(index)
                 return nil
             }, context)
             if created != 0 {
-                Unmanaged<WorkerPool>.fromOpaque(context).release()
+                context.deinitialize(count: 1)
+                context.deallocate()
                 break
             }
             threads.append(thread)
@@ -134,35 +147,49 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    private func runWorker() {
+    private func runWorker(_ index: Int) {
         var done: [UnsafeMutableRawPointer] = []
         done.reserveCapacity(notifyBatch)
+        var justWatched = false
+        var heldSince = 0
+        /// With the lock held: the lock is let go for work, counted as busy.
+        func leaveForWork() {
+            busyWorkers += 1
+            lock.unlock()
+        }
+        func returnFromWork() {
+            lock.lock()
+            busyWorkers -= 1
+            if forking && busyWorkers == 0 { workersQuiet.signal() }
+        }
+        /// Called with the lock not held; `done` left the in-flight list already.
         func notifyAll() {
             for item in done { notify(item) }
             done.removeAll(keepingCapacity: true)
         }
-        var justWatched = false
-        var heldSince = 0
         lock.lock()
         while true {
+            while forking { forkFinished.wait(lock) }
             if let item = queue.pop() {
                 queued.store(queue.count, ordering: .relaxed)
+                inFlight[index].append(item)
                 justWatched = false
                 let wakeSubmitter = waitingSubmitters > 0
-                lock.unlock()
+                let flush = done.count >= notifyBatch
+                    || (!done.isEmpty && monotonicNanoseconds() - heldSince >= notifyDelayNanoseconds)
+                if flush { inFlight[index].removeFirst(done.count) }
+                leaveForWork()
                 if wakeSubmitter { roomAvailable.signal() }
-                if done.count >= notifyBatch
-                    || (!done.isEmpty && monotonicNanoseconds() - heldSince >= notifyDelayNanoseconds) {
-                    notifyAll()
-                }
+                if flush { notifyAll() }
                 execute(item)
                 if done.isEmpty { heldSince = monotonicNanoseconds() }
                 done.append(item)
-                lock.lock()
+                returnFromWork()
             } else if !done.isEmpty {
-                lock.unlock()
+                inFlight[index].removeFirst(done.count)
+                leaveForWork()
                 notifyAll()
-                lock.lock()
+                returnFromWork()
             } else if stopping {
                 break
             } else if idleSpinNanoseconds > 0 && !justWatched {
@@ -179,6 +206,40 @@ final class WorkerPool: @unchecked Sendable {
         }
         lock.unlock()
     }
+
+    // MARK: Fork
+
+    /// Before fork: waits until no worker is running an operation or waking
+    /// its owner, and keeps them from starting another, so that no worker
+    /// holds one of OpenSSL's locks (a key's, the ENGINE list's) that the
+    /// child would find locked forever. Returns with the lock held.
+    func lockForFork() {
+        lock.lock()
+        forking = true
+        while busyWorkers > 0 { workersQuiet.wait(lock) }
+    }
+
+    /// In the parent after fork (and in the child, where no worker is left).
+    func unlockAfterFork() {
+        forking = false
+        lock.unlock()
+        forkFinished.broadcast()
+    }
+
+    /// In a forked child, where none of the workers exist: everything queued or
+    /// in a worker's hands at the fork, oldest first. The pool is dead after this.
+    func orphansAfterFork() -> [UnsafeMutableRawPointer] {
+        var orphans = inFlight.flatMap { $0 }
+        while let item = queue.pop() { orphans.append(item) }
+        inFlight = Array(repeating: [], count: threadCount)
+        threads.removeAll()
+        return orphans
+    }
+}
+
+private struct WorkerStart {
+    let pool: WorkerPool
+    let index: Int
 }
 
 func monotonicNanoseconds() -> Int {

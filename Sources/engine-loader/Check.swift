@@ -23,6 +23,13 @@ struct Check: ParsableCommand {
     @Flag(help: "Check every built-in named curve (wait-fd mode), not only the TLS curves.")
     var allCurves = false
 
+    enum Section: String, CaseIterable, ExpressibleByArgument {
+        case rsa, ec, x25519, tls, fork
+    }
+
+    @Option(help: "Only these sections (\(Section.allCases.map(\.rawValue).joined(separator: ", "))).")
+    var only: [Section] = Section.allCases
+
     func run() throws {
         let engine = try options.load()
         defer { engine.close() }
@@ -45,24 +52,24 @@ struct Check: ParsableCommand {
         }
 
         let rsa = ["rsa_private_encrypt", "rsa_private_decrypt"]
-        for bits in bits {
+        for bits in bits where only.contains(.rsa) {
             let key = try RSAKeyPair(bits: bits)
             for mode in ExecutionMode.allCases {
                 try report("RSA \(bits)", mode, counters: rsa) { try SelfCheck.rsa(key: key, mode: mode, count: count) }
             }
         }
         let ec = ["ec_keygen", "ecdh_derive", "ecdsa_sign", "ecdsa_sign_setup"]
-        for curve in ECCurves.tls {
+        for curve in ECCurves.tls where only.contains(.ec) {
             for mode in ExecutionMode.allCases {
                 try report("EC \(curve)", mode, counters: ec) { try SelfCheck.ec(curve: curve, mode: mode, count: count) }
             }
         }
-        if allCurves {
+        if allCurves && only.contains(.ec) {
             for curve in ECCurves.all where SelfCheck.softwareSupports(curve) {
                 try report("EC \(curve)", .waitFD, counters: ec) { try SelfCheck.ec(curve: curve, mode: .waitFD, count: 2) }
             }
         }
-        for vector in ECXVector.all {
+        for vector in ECXVector.all where only.contains(.x25519) {
             let prefix = vector.name.lowercased()
             for mode in ExecutionMode.allCases {
                 try report(vector.name, mode, counters: ["\(prefix)_keygen", "\(prefix)_derive"]) {
@@ -70,7 +77,12 @@ struct Check: ParsableCommand {
                 }
             }
         }
-        failures += try checkHandshakes(engine)
+        if only.contains(.tls) { failures += try checkHandshakes(engine) }
+        if only.contains(.fork) {
+            let report = try ForkCheck.run(key: try RSAKeyPair(bits: 2048))
+            report.lines.forEach { print($0) }
+            failures += report.failures
+        }
         print(failures == 0 ? "all checks passed" : "\(failures) check(s) failed")
         if failures > 0 { throw ExitCode.failure }
     }

@@ -123,9 +123,22 @@ final class ApplicationTests: XCTestCase {
         XCTAssertTrue(byId.output.contains("[ available ]"), byId.output)
     }
 
-    func testEngineLoaderInfoAndCheck() throws {
-        let loader = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    var loader: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
             .appendingPathComponent("engine-loader").path
+    }
+
+    /// Fork with signatures in flight: parent, child and grandchild each finish
+    /// theirs and sign afresh; none hangs (each waits at most 30 s).
+    func testForkWithOperationsInFlight() throws {
+        for round in 1...3 {
+            let check = try run([loader, "check", "--engine", enginePath, "--only", "fork"])
+            XCTAssertEqual(check.status, 0, "round \(round):\n\(check.output)")
+            XCTAssertEqual(check.output.components(separatedBy: "ok   fork:").count - 1, 3, check.output)
+        }
+    }
+
+    func testEngineLoaderInfoAndCheck() throws {
         let info = try run([loader, "info", "--engine", enginePath])
         XCTAssertEqual(info.status, 0, info.output)
         for expected in ["swiftasync", "RSA", "EC (keygen, ECDH, ECDSA)", "X25519", "X448", "THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "STATS", "OpenSSL 3"] {

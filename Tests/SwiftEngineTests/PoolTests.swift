@@ -63,6 +63,25 @@ final class WorkerPoolTests: XCTestCase {
         pool.shutdown()
     }
 
+    /// Fork preparation waits for running work to finish and holds the rest back.
+    func testLockForForkWaitsUntilNoWorkerIsBusy() {
+        let running = Atomic<Int>(0)
+        let pool = WorkerPool(threadCount: 2, queueCapacity: 100, execute: { _ in
+            running.wrappingAdd(1, ordering: .relaxed)
+            usleep(5_000)
+            running.wrappingSubtract(1, ordering: .relaxed)
+        }, notify: { _ in })
+        XCTAssertTrue(pool.start())
+        for value in 1...20 { _ = pool.trySubmit(item(value)) }
+        usleep(2_000)
+        pool.lockForFork()
+        XCTAssertEqual(running.load(ordering: .relaxed), 0, "no operation runs while a fork is prepared")
+        usleep(10_000)
+        XCTAssertEqual(running.load(ordering: .relaxed), 0, "and none starts")
+        pool.unlockAfterFork()
+        pool.shutdown()
+    }
+
     func testSubmitWaitingForRoomWaitsThenQueues() {
         let done = Atomic<Int>(0)
         let pool = WorkerPool(threadCount: 1, queueCapacity: 1, execute: { _ in usleep(2_000) },

@@ -57,6 +57,8 @@ void sa_operation_publish_done(sa_operation *op);
 void sa_operation_release(sa_operation *op);
 /* A blocking eventfd for a thread that waits outside async jobs; -1 on error. */
 int sa_eventfd_new_blocking(void);
+/* In a forked child: gives every wait ctx's eventfd a private successor. */
+void sa_wake_fds_renew_after_fork(void);
 
 /* ---- Implemented in Swift, called by the C shim ---------------------- */
 

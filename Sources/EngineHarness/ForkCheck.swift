@@ -1,0 +1,81 @@
+import COpenSSL
+import Foundation
+
+/// Fork safety as servers need it: the engine initialised, operations in
+/// flight, then fork. Parent, child and grandchild must each finish what was
+/// in flight (where they have it) and then run fresh operations; none may hang.
+/// Wait fds only: a callback's pipe would be shared by parent and child.
+public enum ForkCheck {
+    public struct Report {
+        public var lines: [String] = []
+        public var failures = 0
+    }
+
+    /// Signs `inFlight` digests in paused jobs, forks, and checks every process.
+    public static func run(key: RSAKeyPair, inFlight: Int = 8, timeout: Double = 30) throws -> Report {
+        let operations = (0..<inFlight).map { _ in RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key) }
+        let expected = operations.map { $0.perform(on: key.softwareKey).output }
+        let outputs = operations.map { _ in OutputBox() }
+        let rsa = key.engineKey
+        let running = try AsyncBatch.start(zip(operations, outputs).map { operation, box in
+            return { let (result, output) = operation.perform(on: rsa); box.output = output; return result }
+        }, mode: .waitFD)
+
+        let child = fork()
+        guard child >= 0 else { throw HarnessError("fork failed") }
+        if child == 0 {
+            // The child: what was in flight, then fresh work, then a grandchild.
+            let inherited = finishes(running, outputs, expected, timeout: timeout)
+            if !inherited { FileHandle.standardError.write(Data("swiftasync fork check: the child did not finish the inherited operations\n".utf8)) }
+            var ok = inherited && freshWork(key, timeout: timeout)
+            if ok {
+                let grandchild = fork()
+                if grandchild == 0 { _exit(freshWork(key, timeout: timeout) ? 0 : 1) }
+                ok = grandchild > 0 && waitForExit(grandchild, timeout: timeout) == 0
+            }
+            _exit(ok ? 0 : 1)
+        }
+        var report = Report()
+        func note(_ ok: Bool, _ line: String) {
+            report.lines.append("\(ok ? "ok  " : "FAIL") fork: \(line)")
+            if !ok { report.failures += 1 }
+        }
+        note(finishes(running, outputs, expected, timeout: timeout),
+             "the parent finished the \(inFlight) signatures in flight at the fork, byte-equal")
+        note(freshWork(key, timeout: timeout), "the parent signs after the fork")
+        let status = waitForExit(child, timeout: timeout * 3)
+        note(status == 0, "the child finished the signatures in flight at the fork, signed afresh, and so did its own child (exit status \(status))")
+        return report
+    }
+
+    static func finishes(_ running: AsyncBatch, _ outputs: [OutputBox], _ expected: [[UInt8]], timeout: Double) -> Bool {
+        let outcome: AsyncBatch.Outcome
+        do { outcome = try running.finish(timeout: timeout) } catch {
+            FileHandle.standardError.write(Data("pid \(getpid()): \(error); pending \(running.pending.sorted())\n".utf8))
+            return false
+        }
+        return outcome.results.allSatisfy { $0 > 0 } && outputs.map(\.output) == expected
+    }
+
+    /// New jobs, after the fork, in this process.
+    static func freshWork(_ key: RSAKeyPair, timeout: Double) -> Bool {
+        let operations = (0..<4).map { _ in RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key) }
+        guard let results = try? SelfCheck.run(operations, on: key, mode: .waitFD) else { return false }
+        return zip(operations, results).allSatisfy { $0.perform(on: key.softwareKey).output == $1.output && $1.result > 0 }
+    }
+
+    /// The child's exit status, or -1 if it did not exit in time (it is then killed).
+    static func waitForExit(_ pid: pid_t, timeout: Double) -> Int32 {
+        let deadline = Date().addingTimeInterval(timeout)
+        var status: Int32 = 0
+        while Date() < deadline {
+            let waited = waitpid(pid, &status, WNOHANG)
+            if waited == pid { return (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F) }
+            if waited < 0 { return -1 }
+            usleep(10_000)
+        }
+        kill(pid, SIGKILL)
+        _ = waitpid(pid, &status, 0)
+        return -1
+    }
+}
