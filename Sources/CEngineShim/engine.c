@@ -30,6 +30,7 @@ enum {
     CMD_IDLE_SPIN_USEC,
     CMD_STATS,
     CMD_STATS_FILE,
+    CMD_STATS_DIR,
 };
 
 static const ENGINE_CMD_DEFN commands[] = {
@@ -56,6 +57,9 @@ static const ENGINE_CMD_DEFN commands[] = {
       ENGINE_CMD_FLAG_NO_INPUT },
     { CMD_STATS_FILE, "STATS_FILE",
       "Append the counters to this file when the engine finishes (env SWIFTASYNC_STATS_FILE)",
+      ENGINE_CMD_FLAG_STRING },
+    { CMD_STATS_DIR, "STATS_DIR",
+      "Directory where live counters are published as <pid>.stats for engine-loader stats (default /dev/shm/swiftasync; empty: none; env SWIFTASYNC_STATS_DIR)",
       ENGINE_CMD_FLAG_STRING },
     { 0, NULL, NULL, 0 }
 };

@@ -9,6 +9,8 @@ struct Configuration: Sendable {
     var queueDepth = 1024
     var syncOffload = false
     var statsFile: String?
+    /// Where live counters are published for `engine-loader stats` (nil: nowhere).
+    var statsDirectory: String? = StatsPublisher.defaultDirectory
     /// Completions a worker may hold back while more work is queued (1: none),
     /// and for how long at most.
     var notifyBatch = 64
@@ -52,13 +54,16 @@ struct Configuration: Sendable {
         case "STATS_FILE":
             statsFile = value.isEmpty ? nil : value
             return true
+        case "STATS_DIR":
+            statsDirectory = value.isEmpty ? nil : value
+            return true
         default:
             guard let number = Int(value) else { return false }
             return set(name, to: number)
         }
     }
 
-    static let environmentNames = ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "NOTIFY_BATCH", "NOTIFY_DELAY_USEC", "IDLE_SPIN_USEC", "STATS_FILE"]
+    static let environmentNames = ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "NOTIFY_BATCH", "NOTIFY_DELAY_USEC", "IDLE_SPIN_USEC", "STATS_FILE", "STATS_DIR"]
 
     /// Defaults overridden by SWIFTASYNC_<NAME>; invalid values are ignored
     /// with a warning on stderr, since there is no caller to return an error to.

@@ -8,6 +8,7 @@ final class EngineRuntime: @unchecked Sendable {
     static let shared = EngineRuntime()
 
     let statistics = Statistics()
+    let publisher = StatsPublisher(report: { EngineRuntime.shared.report() })
     private let lock = PThreadLock()
     private var configuration = Configuration.fromEnvironment()
     private var pool: WorkerPool?
@@ -22,7 +23,10 @@ final class EngineRuntime: @unchecked Sendable {
         pthread_atfork({ EngineRuntime.shared.prepareForFork() },
                        { EngineRuntime.shared.resumeAfterForkInParent() },
                        { EngineRuntime.shared.restartAfterForkInChild() })
-        atexit { EngineRuntime.shared.reportAtExitIfUnfinished() }
+        atexit {
+            EngineRuntime.shared.reportAtExitIfUnfinished()
+            EngineRuntime.shared.publisher.removeFile()
+        }
     }
 
     /// Applications that leak a key never let the engine finish (openssl
@@ -62,7 +66,10 @@ final class EngineRuntime: @unchecked Sendable {
         }
         pool = nil
         sa_wake_fds_renew_after_fork()
+        let directory = activeEngines > 0 ? configuration.statsDirectory : nil
         lock.unlock()
+        publisher.forgetAfterFork()
+        publisher.start(directory: directory)
         adopt(orphans)
     }
 
@@ -110,7 +117,11 @@ final class EngineRuntime: @unchecked Sendable {
     // MARK: Life cycle
 
     func engineDidInit() {
-        lock.withLock { activeEngines += 1 }
+        let directory = lock.withLock { () -> String? in
+            activeEngines += 1
+            return configuration.statsDirectory
+        }
+        publisher.start(directory: directory)
     }
 
     /// The last finish drains in-flight operations and joins the threads; an
@@ -118,15 +129,18 @@ final class EngineRuntime: @unchecked Sendable {
     func engineDidFinish() {
         var retired: WorkerPool?
         var statsFile: String?
+        var last = false
         lock.withLock {
             activeEngines = max(0, activeEngines - 1)
             guard activeEngines == 0 else { return }
+            last = true
             retired = takePool()
             statsFile = exitReportWritten ? nil : configuration.statsFile
             configuration = Configuration.fromEnvironment()
             syncOffload.store(configuration.syncOffload, ordering: .relaxed)
         }
         retired?.shutdown()
+        if last { publisher.stop() }
         if let statsFile { appendReport(to: statsFile) }
     }
 
@@ -175,10 +189,12 @@ final class EngineRuntime: @unchecked Sendable {
         let counters = statistics.counters(for: operation.pointee.algorithm)
         switch outcome {
         case .queued(let depth):
+            publisher.noteChange()
             counters.offloaded.increment()
             statistics.noteQueueDepth(depth)
             return SA_SUBMIT_QUEUED
         case .full:
+            publisher.noteChange()
             counters.retried.increment()
             return SA_SUBMIT_FULL
         case .stopped:
@@ -188,6 +204,7 @@ final class EngineRuntime: @unchecked Sendable {
 
     func noteInline(_ algorithm: sa_algorithm, succeeded: Bool) {
         let counters = statistics.counters(for: algorithm)
+        publisher.noteChange()
         counters.inline.increment()
         if !succeeded { counters.failed.increment() }
     }
@@ -214,12 +231,22 @@ final class EngineRuntime: @unchecked Sendable {
     func report() -> String {
         let (header, _) = lock.withLock { () -> (String, Void) in
             let running = pool?.threadCount ?? 0
-            return ("swiftasync pid=\(getpid()) threads=\(configuration.workerCount)"
+            return ("swiftasync pid=\(getpid()) command=\(Self.commandName) threads=\(configuration.workerCount)"
                 + " running_threads=\(running) queue_depth=\(configuration.queueDepth)"
                 + " sync_offload=\(configuration.syncOffload ? 1 : 0)", ())
         }
         return statistics.report(header: header)
     }
+
+    /// This process's name, as /proc shows it (spaces made underscores).
+    static let commandName: String = {
+        guard let file = fopen("/proc/self/comm", "r") else { return "unknown" }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 64)
+        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return "unknown" }
+        let name = String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return String(name.map { $0 == " " ? "_" : $0 })
+    }()
 
     private func appendReport(to path: String) {
         guard let file = fopen(path, "a") else { return }

@@ -38,6 +38,7 @@ final class ApplicationTests: XCTestCase {
     func temporaryPath(_ name: String) -> String {
         let path = NSTemporaryDirectory() + "swiftasync-\(getpid())-\(name)"
         try? FileManager.default.removeItem(atPath: path)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
         return path
     }
 

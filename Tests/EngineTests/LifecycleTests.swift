@@ -35,7 +35,7 @@ final class LifecycleTests: EngineTestCase {
                 XCTAssertTrue(key.engineKeyUsesEngine, "cycle \(cycle)")
                 try signInJob(key)
                 XCTAssertEqual(try loaded.stats().header["running_threads"], 2, "cycle \(cycle)")
-                XCTAssertEqual(threadCount(), baseline + 2, "cycle \(cycle): the pool's two workers")
+                XCTAssertEqual(threadCount(), baseline + 3, "cycle \(cycle): the pool's two workers and the stats publisher")
             }
             loaded.close()
             XCTAssertEqual(threadCount(settlingAt: baseline), baseline, "cycle \(cycle): finish must join the workers")
@@ -44,7 +44,7 @@ final class LifecycleTests: EngineTestCase {
 
     func testControlCommandsAreListedWithDescriptions() {
         let commands = Dictionary(uniqueKeysWithValues: engine.commands().map { ($0.name, $0.help) })
-        for name in ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "NOTIFY_BATCH", "NOTIFY_DELAY_USEC", "IDLE_SPIN_USEC", "STATS", "STATS_FILE"] {
+        for name in ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "NOTIFY_BATCH", "NOTIFY_DELAY_USEC", "IDLE_SPIN_USEC", "STATS", "STATS_FILE", "STATS_DIR"] {
             XCTAssertFalse(commands[name]?.isEmpty ?? true, "\(name) must be listed with a description")
         }
     }

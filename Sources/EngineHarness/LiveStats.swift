@@ -1,0 +1,38 @@
+import Foundation
+
+/// The counters every process running the engine publishes (STATS_DIR).
+public enum LiveStats {
+    public static let defaultDirectory = "/dev/shm/swiftasync"
+
+    public struct Process {
+        public let pid: Int32
+        public let stats: EngineStats
+        public var command: String { stats.text.split(separator: " ").first { $0.hasPrefix("command=") }.map { String($0.dropFirst(8)) } ?? "?" }
+    }
+
+    /// Live processes' reports (files of processes that are gone are skipped), by pid.
+    public static func read(directory: String = defaultDirectory, pid: Int32? = nil) -> [Process] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.compactMap { name -> Process? in
+            guard name.hasSuffix(".stats"), let filePid = Int32(name.dropLast(6)),
+                  pid == nil || pid == filePid, isAlive(filePid),
+                  let text = try? String(contentsOfFile: "\(directory)/\(name)", encoding: .utf8) else { return nil }
+            return Process(pid: filePid, stats: EngineStats(parsing: text))
+        }.sorted { $0.pid < $1.pid }
+    }
+
+    public static func isAlive(_ pid: Int32) -> Bool {
+        kill(pid, 0) == 0 || errno == EPERM
+    }
+
+    /// Sums of every algorithm's counters over processes.
+    public static func totals(_ processes: [Process]) -> [String: [String: Int]] {
+        var totals: [String: [String: Int]] = [:]
+        for process in processes {
+            for (algorithm, counters) in process.stats.algorithms {
+                for (name, value) in counters { totals[algorithm, default: [:]][name, default: 0] += value }
+            }
+        }
+        return totals
+    }
+}

@@ -1,0 +1,110 @@
+import CEngineShim
+import Glibc
+import Synchronization
+
+/// Live counters for readers outside the process (`engine-loader stats`):
+/// nginx and HAProxy give no ctrl access, and a failed engine load looks like
+/// success there. While the engine is in use, a thread rewrites
+/// `<directory>/<pid>.stats` (write to a temporary file, then rename, so a
+/// reader never sees half a report) whenever something changed, at most
+/// every `interval`. The file goes when the process exits.
+final class StatsPublisher: @unchecked Sendable {
+    static let defaultDirectory = "/dev/shm/swiftasync"
+    static let interval: UInt32 = 200_000   // microseconds
+
+    private let report: @Sendable () -> String
+    private let lock = PThreadLock()
+    private var thread: pthread_t?
+    private var running = false
+    private var directory: String?
+    private var publishedPath: String?
+    /// Set by every counted event, cleared by each publication.
+    private let changed = Atomic<Bool>(false)
+
+    init(report: @escaping @Sendable () -> String) {
+        self.report = report
+    }
+
+    func noteChange() {
+        changed.store(true, ordering: .relaxed)
+    }
+
+    /// Starts publishing into `directory` (nil: stop publishing).
+    func start(directory: String?) {
+        lock.withLock {
+            self.directory = directory
+            guard directory != nil, !running else { return }
+            running = true
+            var all = sigset_t(), previous = sigset_t()
+            sigfillset(&all)
+            pthread_sigmask(SIG_SETMASK, &all, &previous)
+            var created = pthread_t()
+            let context = Unmanaged.passRetained(self).toOpaque()
+            if pthread_create(&created, nil, { context in
+                Unmanaged<StatsPublisher>.fromOpaque(context!).takeRetainedValue().run()
+                return nil
+            }, context) == 0 {
+                thread = created
+            } else {
+                Unmanaged<StatsPublisher>.fromOpaque(context).release()
+                running = false
+            }
+            pthread_sigmask(SIG_SETMASK, &previous, nil)
+        }
+    }
+
+    /// Publishes a last time and joins the thread (the engine's last finish).
+    func stop() {
+        let joining: pthread_t? = lock.withLock {
+            running = false
+            defer { thread = nil }
+            return thread
+        }
+        if let joining { pthread_join(joining, nil) }
+        publish()
+    }
+
+    /// In a forked child: the thread is gone, and the parent's file is not ours.
+    func forgetAfterFork() {
+        thread = nil
+        running = false
+        publishedPath = nil
+        changed.store(true, ordering: .relaxed)
+    }
+
+    /// At exit: readers should not find a process that is gone, and nothing
+    /// later in the exit (OpenSSL finishing the engine) may write it again.
+    func removeFile() {
+        lock.withLock {
+            directory = nil
+            if let publishedPath { unlink(publishedPath) }
+            publishedPath = nil
+        }
+    }
+
+    private func run() {
+        changed.store(true, ordering: .relaxed)
+        while lock.withLock({ running }) {
+            if changed.exchange(false, ordering: .relaxed) { publish() }
+            usleep(Self.interval)
+        }
+    }
+
+    private func publish() {
+        guard let directory = lock.withLock({ directory }) else { return }
+        let text = report()
+        mkdir(directory, 0o1777)
+        chmod(directory, 0o1777)   // servers drop privileges after loading the engine
+        let path = "\(directory)/\(getpid()).stats"
+        let temporary = path + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return }
+        let written = text.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+        close(fd)
+        if written == text.utf8.count && rename(temporary, path) == 0 {
+            lock.withLock { publishedPath = path }
+        } else {
+            unlink(temporary)
+        }
+    }
+}

@@ -1,0 +1,157 @@
+import EngineHarness
+import Foundation
+import XCTest
+
+/// The engine under `openssl s_server -async`, driven by `openssl s_time -new`
+/// (full handshakes). The server's counters are read from outside, as
+/// `engine-loader stats` reads them: the server offers no ctrl access.
+final class ServerTests: XCTestCase {
+    let enginePath = LoadedEngine.defaultPath()
+    var directory = ""
+
+    override func setUpWithError() throws {
+        directory = NSTemporaryDirectory() + "swiftasync-servers-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        for (name, algorithm) in [("rsa", ["-newkey", "rsa:2048"]), ("ecdsa", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])]
+        where !FileManager.default.fileExists(atPath: "\(directory)/\(name).crt") {
+            let status = try runQuietly(["openssl", "req", "-x509"] + algorithm + ["-nodes", "-days", "2", "-subj", "/CN=localhost",
+                                        "-keyout", "\(directory)/\(name).key", "-out", "\(directory)/\(name).crt"])
+            XCTAssertEqual(status, 0, "certificate \(name)")
+        }
+    }
+
+    override func tearDown() {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    func runQuietly(_ arguments: [String]) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// s_server -async with the engine, listening on 127.0.0.1; stopped by the caller.
+    func startServer(certificate: String, extra: [String]) throws -> (Process, Int) {
+        let port = try freeLoopbackPort()
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        server.arguments = ["openssl", "s_server", "-async", "-engine", enginePath,
+                            "-cert", "\(directory)/\(certificate).crt", "-key", "\(directory)/\(certificate).key",
+                            "-accept", "127.0.0.1:\(port)", "-no_ticket", "-quiet"] + extra
+        server.standardInput = Pipe()         // s_server stops when its stdin closes
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        for _ in 0..<200 where !canConnect(port) { usleep(25_000) }
+        XCTAssertTrue(canConnect(port), "s_server did not start listening")
+        return (server, port)
+    }
+
+    /// Full handshakes for `seconds`; returns how many completed.
+    func handshakes(port: Int, extra: [String], seconds: Int = 2) throws -> Int {
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        client.arguments = ["openssl", "s_time", "-connect", "127.0.0.1:\(port)", "-new", "-time", String(seconds)] + extra
+        let output = Pipe()
+        client.standardOutput = output
+        client.standardError = output
+        try client.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        client.waitUntilExit()
+        let line = text.split(separator: "\n").first { $0.contains("connections in") && $0.contains("real seconds") }
+        return line.flatMap { Int($0.split(separator: " ")[0]) } ?? 0
+    }
+
+    /// The server's published counters once they have caught up with `atLeast` signatures.
+    func serverStats(pid: Int32, signature: String, atLeast: Int) -> EngineStats? {
+        var latest: EngineStats?
+        for _ in 0..<40 {
+            latest = LiveStats.read(pid: pid).first?.stats
+            if let latest, latest.count(signature, "offloaded") >= atLeast { return latest }
+            usleep(100_000)
+        }
+        return latest
+    }
+
+    func check(certificate: String, serverOptions: [String], clientOptions: [String],
+               signature: String, keyExchange: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let (server, port) = try startServer(certificate: certificate, extra: serverOptions)
+        defer { server.terminate(); server.waitUntilExit() }
+        let completed = try handshakes(port: port, extra: clientOptions)
+        XCTAssertGreaterThan(completed, 20, "s_time completed \(completed) handshakes", file: file, line: line)
+        let stats = serverStats(pid: server.processIdentifier, signature: signature, atLeast: completed)
+        XCTAssertNotNil(stats, "the server published no counters", file: file, line: line)
+        guard let stats else { return }
+        // What a person would run: engine-loader stats for the server's pid.
+        let loader = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent("engine-loader").path
+        let shown = Process()
+        shown.executableURL = URL(fileURLWithPath: loader)
+        shown.arguments = ["stats", "--pid", String(server.processIdentifier)]
+        let output = Pipe()
+        shown.standardOutput = output
+        try shown.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        shown.waitUntilExit()
+        XCTAssertEqual(shown.terminationStatus, 0, text, file: file, line: line)
+        XCTAssertTrue(text.contains("pid \(server.processIdentifier) (openssl)") && text.contains(signature), text, file: file, line: line)
+        for algorithm in [signature, "\(keyExchange)_keygen", keyExchange == "ec" ? "ecdh_derive" : "\(keyExchange)_derive"] {
+            XCTAssertGreaterThanOrEqual(stats.count(algorithm, "offloaded"), completed, "\(algorithm):\n\(stats)", file: file, line: line)
+            XCTAssertEqual(stats.count(algorithm, "failed"), 0, "\(algorithm)", file: file, line: line)
+        }
+    }
+
+    func testTLS12ECDHERSA() throws {
+        try check(certificate: "rsa", serverOptions: [], clientOptions: ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"],
+                  signature: "rsa_private_encrypt", keyExchange: "x25519")
+    }
+
+    func testTLS13P256WithRSACertificate() throws {
+        try check(certificate: "rsa", serverOptions: ["-groups", "P-256"], clientOptions: ["-tls1_3"],
+                  signature: "rsa_private_encrypt", keyExchange: "ec")
+    }
+
+    func testTLS13X25519WithECDSACertificate() throws {
+        try check(certificate: "ecdsa", serverOptions: ["-groups", "X25519"], clientOptions: ["-tls1_3"],
+                  signature: "ecdsa_sign", keyExchange: "x25519")
+    }
+
+    func testTLS12ECDHEECDSAOnP256() throws {
+        try check(certificate: "ecdsa", serverOptions: ["-groups", "P-256"],
+                  clientOptions: ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+                  signature: "ecdsa_sign", keyExchange: "ec")
+    }
+}
+
+/// A port on 127.0.0.1 nothing listens on right now.
+func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard bound else { throw HarnessError("no free port") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+func canConnect(_ port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = UInt16(port).bigEndian
+    return withUnsafePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
+}
