@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# What the build and the tests need beyond the Swift toolchain; idempotent.
+# What the build and the tests need beyond the Swift toolchain, including the
+# real servers the tests drive (HAProxy, nginx, h2load); idempotent.
 set -euo pipefail
-packages="libssl-dev openssl pkg-config binutils"
+packages="libssl-dev openssl pkg-config binutils haproxy nginx nghttp2-client"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing="$missing $package"

@@ -16,9 +16,19 @@ public enum LiveStats {
         return names.compactMap { name -> Process? in
             guard name.hasSuffix(".stats"), let filePid = Int32(name.dropLast(6)),
                   pid == nil || pid == filePid, isAlive(filePid),
-                  let text = try? String(contentsOfFile: "\(directory)/\(name)", encoding: .utf8) else { return nil }
+                  let text = completeReport("\(directory)/\(name)") else { return nil }
             return Process(pid: filePid, stats: EngineStats(parsing: text))
         }.sorted { $0.pid < $1.pid }
+    }
+
+    /// The file's report, read again if a write was under way (no `end` line).
+    static func completeReport(_ path: String) -> String? {
+        for _ in 0..<5 {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+            if text.hasSuffix("end\n") { return text }
+            usleep(2_000)
+        }
+        return nil
     }
 
     public static func isAlive(_ pid: Int32) -> Bool {

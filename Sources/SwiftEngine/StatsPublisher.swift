@@ -5,9 +5,11 @@ import Synchronization
 /// Live counters for readers outside the process (`engine-loader stats`):
 /// nginx and HAProxy give no ctrl access, and a failed engine load looks like
 /// success there. While the engine is in use, a thread rewrites
-/// `<directory>/<pid>.stats` (write to a temporary file, then rename, so a
-/// reader never sees half a report) whenever something changed, at most
-/// every `interval`. The file goes when the process exits.
+/// `<directory>/<pid>.stats` in place whenever something changed, at most
+/// every `interval`; the report ends with an `end` line, so a reader can tell
+/// a torn read. The file is world-writable in a sticky directory: servers
+/// create it as root and keep writing it after dropping privileges. It goes
+/// when the process exits.
 final class StatsPublisher: @unchecked Sendable {
     static let defaultDirectory = "/dev/shm/swiftasync"
     static let interval: UInt32 = 200_000   // microseconds
@@ -92,19 +94,16 @@ final class StatsPublisher: @unchecked Sendable {
 
     private func publish() {
         guard let directory = lock.withLock({ directory }) else { return }
-        let text = report()
-        mkdir(directory, 0o1777)
-        chmod(directory, 0o1777)   // servers drop privileges after loading the engine
+        let text = report() + "end\n"
+        if mkdir(directory, 0o1777) == 0 { chmod(directory, 0o1777) }
         let path = "\(directory)/\(getpid()).stats"
-        let temporary = path + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o666)
         guard fd >= 0 else { return }
-        let written = text.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+        fchmod(fd, 0o666)
+        let length = text.utf8.count
+        let written = text.utf8CString.withUnsafeBufferPointer { pwrite(fd, $0.baseAddress, length, 0) }
+        if written == length { ftruncate(fd, off_t(length)) }
         close(fd)
-        if written == text.utf8.count && rename(temporary, path) == 0 {
-            lock.withLock { publishedPath = path }
-        } else {
-            unlink(temporary)
-        }
+        lock.withLock { publishedPath = path }
     }
 }

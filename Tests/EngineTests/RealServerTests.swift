@@ -1,0 +1,201 @@
+import EngineHarness
+import Foundation
+import XCTest
+
+/// HAProxy (async mode, master-worker) and nginx (sync mode, forked workers)
+/// from Debian, with the engine, driven by h2load making full handshakes.
+/// The servers give no ctrl access: their counters are read from outside.
+final class RealServerTests: XCTestCase {
+    let enginePath = LoadedEngine.defaultPath()
+    var directory = ""
+    var servers: [Process] = []
+
+    override func setUpWithError() throws {
+        directory = NSTemporaryDirectory() + "swiftasync-real-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let status = try run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                              "-keyout", "\(directory)/server.key", "-out", "\(directory)/server.crt"]).status
+        XCTAssertEqual(status, 0)
+        let pem = try String(contentsOfFile: "\(directory)/server.crt", encoding: .utf8)
+            + String(contentsOfFile: "\(directory)/server.key", encoding: .utf8)
+        try pem.write(toFile: "\(directory)/server.pem", atomically: true, encoding: .utf8)
+        let conf = try String(contentsOfFile: repositoryRoot + "/openssl.cnf", encoding: .utf8)
+            .replacingOccurrences(of: "./build/swiftasync.so", with: enginePath)
+        try conf.write(toFile: "\(directory)/openssl.cnf", atomically: true, encoding: .utf8)
+    }
+
+    override func tearDown() {
+        for server in servers where server.isRunning {
+            kill(server.processIdentifier, SIGTERM)
+            server.waitUntilExit()
+        }
+        servers.removeAll()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    var repositoryRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
+    @discardableResult
+    func run(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        var merged = ProcessInfo.processInfo.environment
+        merged["OPENSSL_CONF"] = nil
+        merged.merge(environment) { $1 }
+        process.environment = merged
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, output)
+    }
+
+    func start(_ arguments: [String], environment: [String: String] = [:], port: Int) throws -> Process {
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        server.arguments = arguments
+        var merged = ProcessInfo.processInfo.environment
+        merged["OPENSSL_CONF"] = nil
+        merged.merge(environment) { $1 }
+        server.environment = merged
+        let log = "\(directory)/\(arguments[0])-\(port).log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        server.standardOutput = logHandle
+        server.standardError = logHandle
+        try server.run()
+        servers.append(server)
+        for _ in 0..<200 where !canConnect(port) && server.isRunning { usleep(25_000) }
+        XCTAssertTrue(canConnect(port), "\(arguments[0]) is not listening on \(port):\n"
+                      + ((try? String(contentsOfFile: log, encoding: .utf8)) ?? ""))
+        return server
+    }
+
+    /// h2load with `count` connections of one request each: every one a full handshake.
+    func fullHandshakes(port: Int, count: Int) throws -> Int {
+        let (_, output) = try run(["h2load", "-n", String(count), "-c", String(count), "https://127.0.0.1:\(port)/"])
+        let line = output.split(separator: "\n").first { $0.hasPrefix("requests:") } ?? ""
+        XCTAssertTrue(line.contains("\(count) succeeded, 0 failed, 0 errored, 0 timeout"), "h2load: \(line)\n\(output)")
+        return line.contains("\(count) succeeded") ? count : 0
+    }
+
+    /// The server's master and the workers it forked, as they publish counters.
+    func family(of master: Process) -> [LiveStats.Process] {
+        LiveStats.read().filter { $0.pid == master.processIdentifier || parentPid(of: $0.pid) == master.processIdentifier }
+    }
+
+    /// Counters summed over the server's processes, once `algorithm`'s
+    /// `counter` reaches `expected` (or after 5 s).
+    func counters(of master: Process, _ algorithm: String, _ counter: String, reaching expected: Int) -> [String: [String: Int]] {
+        var totals: [String: [String: Int]] = [:]
+        for _ in 0..<50 {
+            totals = LiveStats.totals(family(of: master))
+            if (totals[algorithm]?[counter] ?? 0) >= expected { break }
+            usleep(100_000)
+        }
+        return totals
+    }
+
+    func assertEveryHandshakeCounted(_ totals: [String: [String: Int]], route: String, handshakes: Int,
+                                     file: StaticString = #filePath, line: UInt = #line) {
+        for algorithm in ["rsa_private_encrypt", "x25519_keygen", "x25519_derive"] {
+            XCTAssertEqual(totals[algorithm]?[route] ?? 0, handshakes, "\(algorithm) \(route): \(totals)", file: file, line: line)
+            XCTAssertEqual(totals[algorithm]?["failed"] ?? 0, 0, "\(algorithm) failed", file: file, line: line)
+        }
+    }
+
+    func testHAProxyAsyncModeOneAndTwoThreads() throws {
+        for threads in [1, 2] {
+            let port = try freeLoopbackPort()
+            let config = """
+                global
+                    nbthread \(threads)
+                    ssl-mode-async
+                    tune.ssl.cachesize 0
+                    pidfile \(directory)/haproxy-\(threads).pid
+                defaults
+                    mode http
+                    timeout connect 5s
+                    timeout client 30s
+                    timeout server 30s
+                frontend tls
+                    bind 127.0.0.1:\(port) ssl crt \(directory)/server.pem alpn h2,http/1.1 no-tls-tickets
+                    http-request return status 200 content-type text/plain string ok
+                """
+            let path = "\(directory)/haproxy-\(threads).cfg"
+            try (config + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+            let server = try start(["haproxy", "-W", "-db", "-f", path],
+                                   environment: ["OPENSSL_CONF": "\(directory)/openssl.cnf"], port: port)
+            let handshakes = try fullHandshakes(port: port, count: 200)
+            let totals = counters(of: server, "rsa_private_encrypt", "offloaded", reaching: handshakes)
+            assertEveryHandshakeCounted(totals, route: "offloaded", handshakes: handshakes)
+            kill(server.processIdentifier, SIGTERM)
+            server.waitUntilExit()
+            for _ in 0..<50 where canConnect(port) { usleep(50_000) }
+        }
+    }
+
+    func nginxConfig(port: Int, engineDirective: String) -> String {
+        """
+        \(engineDirective)
+        worker_processes 2;
+        daemon off;
+        pid \(directory)/nginx.pid;
+        error_log \(directory)/error.log;
+        events { worker_connections 1024; }
+        http {
+            access_log off;
+            client_body_temp_path \(directory)/body;
+            proxy_temp_path \(directory)/proxy;
+            fastcgi_temp_path \(directory)/fastcgi;
+            uwsgi_temp_path \(directory)/uwsgi;
+            scgi_temp_path \(directory)/scgi;
+            server {
+                listen 127.0.0.1:\(port) ssl http2;
+                ssl_certificate \(directory)/server.crt;
+                ssl_certificate_key \(directory)/server.key;
+                ssl_session_cache off;
+                ssl_session_tickets off;
+                location / { return 200 "ok"; }
+            }
+        }
+        """
+    }
+
+    func runNginx(engineDirective: String, environment: [String: String]) throws {
+        let port = try freeLoopbackPort()
+        let path = "\(directory)/nginx.conf"
+        try nginxConfig(port: port, engineDirective: engineDirective).write(toFile: path, atomically: true, encoding: .utf8)
+        let server = try start(["nginx", "-c", path, "-p", directory], environment: environment, port: port)
+        let handshakes = try fullHandshakes(port: port, count: 100)
+        let totals = counters(of: server, "rsa_private_encrypt", "inline", reaching: handshakes)
+        // nginx does not use async mode: the forked workers compute inline, through the engine.
+        assertEveryHandshakeCounted(totals, route: "inline", handshakes: handshakes)
+        let workers = family(of: server).filter { $0.pid != server.processIdentifier }
+        XCTAssertEqual(workers.count, 2, "two forked workers publish counters")
+        XCTAssertTrue(workers.allSatisfy { $0.command == "nginx" })
+        kill(server.processIdentifier, SIGQUIT)
+        server.waitUntilExit()
+    }
+
+    func testNginxWithSSLEngineDirective() throws {
+        try runNginx(engineDirective: "ssl_engine \(enginePath);", environment: [:])
+    }
+
+    func testNginxWithOpenSSLConf() throws {
+        try runNginx(engineDirective: "", environment: ["OPENSSL_CONF": "\(directory)/openssl.cnf"])
+    }
+}
+
+/// The parent of a process, from /proc.
+func parentPid(of pid: Int32) -> Int32? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return nil }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    return fields.count > 1 ? Int32(fields[1]) : nil
+}
