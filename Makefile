@@ -11,7 +11,7 @@ ENGINE_FLAGS := -c release --scratch-path $(ENGINE_BUILD) --product swiftasync \
 	-Xlinker -z -Xlinker nodelete \
 	-Xlinker --version-script=$(CURDIR)/Sources/CEngineShim/exports.map
 
-.PHONY: all engine loader install deps test bench clean
+.PHONY: all engine loader install deps test bench bench-tls clean
 
 all: engine loader
 
@@ -40,6 +40,10 @@ test: engine
 # The main job: the engine against plain OpenSSL, side by side, with ratios.
 bench: engine
 	ENGINE_SO=$(ENGINE_ABS) scripts/bench-speed.sh
+
+# Full TLS handshakes/s with and without the engine: engine-loader serve and HAProxy under h2load.
+bench-tls: engine loader
+	ENGINE_SO=$(ENGINE_ABS) ENGINE_LOADER=$$($(SWIFT) build -c release --show-bin-path)/engine-loader scripts/bench-tls.sh
 
 clean:
 	rm -rf $(ENGINE_DIR) $(ENGINE_BUILD) .build

@@ -20,9 +20,10 @@ let package = Package(
         .target(name: "CEngineShim", dependencies: ["COpenSSL"], exclude: ["exports.map"],
                 cSettings: opensslCompat),
         .target(name: "SwiftEngine", dependencies: ["CEngineShim"]),
+        .systemLibrary(name: "CLinuxEvents"),
         .target(name: "EngineHarness", dependencies: ["COpenSSL"]),
         .executableTarget(name: "engine-loader", dependencies: [
-            "EngineHarness",
+            "EngineHarness", "CLinuxEvents",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "SwiftEngineTests", dependencies: ["SwiftEngine"]),

@@ -43,7 +43,9 @@ final class EngineRuntime: @unchecked Sendable {
     // MARK: Fork
 
     /// Both locks held across fork, so the child finds consistent state.
+    /// Every lock the engine's threads take, in the one order they nest.
     private func prepareForFork() {
+        publisher.lockForFork()
         lock.lock()
         pool?.lockForFork()
     }
@@ -51,6 +53,7 @@ final class EngineRuntime: @unchecked Sendable {
     private func resumeAfterForkInParent() {
         pool?.unlockAfterFork()
         lock.unlock()
+        publisher.unlockAfterFork()
     }
 
     /// The child has none of the pool's threads. Operations that were queued or
@@ -58,6 +61,7 @@ final class EngineRuntime: @unchecked Sendable {
     /// pool runs them (again, where their result was not yet stored), and every
     /// wait fd becomes the child's own.
     private func restartAfterForkInChild() {
+        publisher.unlockAfterFork()
         var orphans: [UnsafeMutableRawPointer] = []
         if let old = pool {
             orphans = old.orphansAfterFork()

@@ -63,8 +63,13 @@ final class StatsPublisher: @unchecked Sendable {
             return thread
         }
         if let joining { pthread_join(joining, nil) }
-        publish()
+        lock.withLock { publishLocked() }
     }
+
+    /// Held across fork (taken before the engine's other locks: a publication
+    /// holds it while it takes them), so no publication is half done in the child.
+    func lockForFork() { lock.lock() }
+    func unlockAfterFork() { lock.unlock() }
 
     /// In a forked child: the thread is gone, and the parent's file is not ours.
     func forgetAfterFork() {
@@ -84,16 +89,22 @@ final class StatsPublisher: @unchecked Sendable {
         }
     }
 
+    /// Each publication runs with the lock held, so that fork (which takes the
+    /// lock first) never copies a half-done one: the Swift runtime's and
+    /// libc's locks it may take stay free in the child.
     private func run() {
         changed.store(true, ordering: .relaxed)
-        while lock.withLock({ running }) {
-            if changed.exchange(false, ordering: .relaxed) { publish() }
+        while lock.withLock({ () -> Bool in
+            guard running else { return false }
+            if changed.exchange(false, ordering: .relaxed) { publishLocked() }
+            return true
+        }) {
             usleep(Self.interval)
         }
     }
 
-    private func publish() {
-        guard let directory = lock.withLock({ directory }) else { return }
+    private func publishLocked() {
+        guard let directory else { return }
         let text = report() + "end\n"
         if mkdir(directory, 0o1777) == 0 { chmod(directory, 0o1777) }
         let path = "\(directory)/\(getpid()).stats"
@@ -104,6 +115,6 @@ final class StatsPublisher: @unchecked Sendable {
         let written = text.utf8CString.withUnsafeBufferPointer { pwrite(fd, $0.baseAddress, length, 0) }
         if written == length { ftruncate(fd, off_t(length)) }
         close(fd)
-        lock.withLock { publishedPath = path }
+        publishedPath = path
     }
 }

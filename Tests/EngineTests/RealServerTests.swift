@@ -199,3 +199,63 @@ func parentPid(of pid: Int32) -> Int32? {
     let fields = stat[stat.index(after: close)...].split(separator: " ")
     return fields.count > 1 ? Int32(fields[1]) : nil
 }
+
+/// engine-loader serve: the one-thread epoll server with SSL_MODE_ASYNC and
+/// SSL_CTX_set_async_callback, under h2load.
+final class ServeTests: XCTestCase {
+    var loader: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("engine-loader").path
+    }
+
+    func serve(tls: String, key: String, extra: [String] = [], handshakes: Int = 60) throws -> (h2load: String, server: String) {
+        let port = try freeLoopbackPort()
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: loader)
+        server.arguments = ["serve", "--engine", LoadedEngine.defaultPath(), "--port", String(port), "--tls", tls,
+                            "--key", key, "--handshakes", String(handshakes)] + extra
+        let output = Pipe()
+        server.standardOutput = output
+        server.standardError = output
+        try server.run()
+        for _ in 0..<200 where !canConnect(port) && server.isRunning { usleep(25_000) }
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        client.arguments = ["h2load", "--h1", "-n", String(handshakes), "-c", String(handshakes), "https://127.0.0.1:\(port)/"]
+        let clientOutput = Pipe()
+        client.standardOutput = clientOutput
+        client.standardError = clientOutput
+        try client.run()
+        let h2load = String(decoding: clientOutput.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        client.waitUntilExit()
+        let deadline = Date().addingTimeInterval(30)
+        while server.isRunning && Date() < deadline { usleep(20_000) }
+        if server.isRunning { server.terminate() }
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        server.waitUntilExit()
+        return (h2load, text)
+    }
+
+    func testServesFullHandshakesThroughTheAsyncCallback() throws {
+        for (tls, key, signature, exchange) in [("1.3", "rsa2048", "rsa_private_encrypt", "x25519"),
+                                                ("1.2", "p256", "ecdsa_sign", "x25519")] {
+            let (h2load, server) = try serve(tls: tls, key: key)
+            XCTAssertTrue(h2load.contains("60 succeeded, 0 failed, 0 errored"), "TLS \(tls):\n\(h2load)")
+            XCTAssertTrue(server.contains("handshakes=60 "), server)
+            let stats = EngineStats(parsing: server.split(separator: "\n").filter { !$0.hasPrefix("serving") && !$0.hasPrefix("handshakes=") }.joined(separator: "\n"))
+            for algorithm in [signature, "\(exchange)_keygen", "\(exchange)_derive"] {
+                XCTAssertEqual(stats.count(algorithm, "offloaded"), 60, "TLS \(tls) \(algorithm):\n\(server)")
+                XCTAssertEqual(stats.count(algorithm, "failed"), 0)
+            }
+        }
+    }
+
+    /// One worker and a one-slot queue: the callback reports EAGAIN and the
+    /// loop retries (SSL_get_async_status's retry case); nothing fails.
+    func testRetriesWhenTheEngineIsBusy() throws {
+        let (h2load, server) = try serve(tls: "1.3", key: "rsa4096", extra: ["--set", "THREADS=1", "--set", "QUEUE_DEPTH=1"], handshakes: 40)
+        XCTAssertTrue(h2load.contains("40 succeeded, 0 failed, 0 errored"), h2load)
+        let stats = EngineStats(parsing: server.split(separator: "\n").filter { !$0.hasPrefix("serving") && !$0.hasPrefix("handshakes=") }.joined(separator: "\n"))
+        XCTAssertGreaterThan(stats.count("rsa_private_encrypt", "retried"), 0, server)
+        XCTAssertEqual(stats.count("rsa_private_encrypt", "offloaded"), 40, server)
+    }
+}
