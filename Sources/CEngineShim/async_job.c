@@ -9,9 +9,8 @@
 #include <sched.h>
 #include <openssl/async.h>
 
-int sa_compute_inline(sa_algorithm algorithm)
+int sa_compute_inline(void)
 {
-    (void)algorithm;
     return ASYNC_get_current_job() == NULL && sa_pool_prefers_inline();
 }
 

@@ -104,7 +104,7 @@ static ec_record *ec_record_new(sa_algorithm algorithm, const EC_KEY *key)
 {
     ec_record *record;
 
-    if (sa_compute_inline(algorithm) || EC_KEY_get0_group(key) == NULL
+    if (sa_compute_inline() || EC_KEY_get0_group(key) == NULL
         || (record = OPENSSL_zalloc(sizeof(*record))) == NULL)
         return NULL;
     sa_record_init(&record->base, &ec_kind, algorithm);

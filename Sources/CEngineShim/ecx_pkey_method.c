@@ -111,7 +111,7 @@ static ecx_record *ecx_record_new(const ecx_variant *variant, sa_algorithm algor
 {
     ecx_record *record;
 
-    if (sa_compute_inline(algorithm) || (record = OPENSSL_zalloc(sizeof(*record))) == NULL)
+    if (sa_compute_inline() || (record = OPENSSL_zalloc(sizeof(*record))) == NULL)
         return NULL;
     sa_record_init(&record->base, &ecx_kind, algorithm);
     record->variant = variant;

@@ -62,6 +62,6 @@ void sa_record_replay_errors(const sa_record *record);
 int sa_record_run(sa_record *record);
 
 /* Should this operation be computed on the calling thread, no record made? */
-int sa_compute_inline(sa_algorithm algorithm);
+int sa_compute_inline(void);
 
 #endif

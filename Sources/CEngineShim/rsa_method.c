@@ -98,7 +98,7 @@ static int run_private_op(sa_algorithm algorithm, rsa_private_fn software,
     rsa_record *record;
     int result;
 
-    if (sa_compute_inline(algorithm) || !worth_offloading(flen, rsa)
+    if (sa_compute_inline() || !worth_offloading(flen, rsa)
         || (record = rsa_record_new(algorithm, software, flen, from, rsa,
                                     padding)) == NULL) {
         result = software(flen, from, to, rsa, padding);

@@ -2,6 +2,7 @@ import CLinuxEvents
 import COpenSSL
 import EngineHarness
 import Glibc
+import Synchronization
 
 /// The reference for linking the engine into a TLS application: one
 /// event-loop thread, epoll, non-blocking sockets, SSL_MODE_ASYNC and
@@ -51,8 +52,7 @@ final class EventLoopServer {
     private static let response = Array("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n".utf8)
 
     /// Tokens the engine's workers handed over: the only state shared with them.
-    private static let readyLock = PThreadMutex()
-    nonisolated(unsafe) private static var ready: [UInt64] = []
+    private static let ready = Mutex<[UInt64]>([])
     nonisolated(unsafe) private static var readyWakeup: Int32 = -1
 
     private static let listenerToken: UInt64 = 0
@@ -82,7 +82,7 @@ final class EventLoopServer {
 
     /// Step 5, on an engine worker: hand the connection back to the loop.
     private static let asyncCallback: SSL_async_callback_fn = { _, argument in
-        readyLock.withLock { ready.append(UInt64(UInt(bitPattern: argument))) }
+        ready.withLock { $0.append(UInt64(UInt(bitPattern: argument))) }
         var one: UInt64 = 1
         return write(readyWakeup, &one, 8) == 8 ? 1 : 0
     }
@@ -132,9 +132,9 @@ final class EventLoopServer {
     private func resumeCalledBack() {
         var count: UInt64 = 0
         _ = read(wakeup, &count, 8)
-        let tokens = Self.readyLock.withLock { () -> [UInt64] in
-            defer { Self.ready.removeAll(keepingCapacity: true) }
-            return Self.ready
+        let tokens = Self.ready.withLock { ready -> [UInt64] in
+            defer { ready.removeAll(keepingCapacity: true) }
+            return ready
         }
         for token in tokens {
             guard let connection = connections[token] else { continue }   // closed meanwhile
@@ -203,20 +203,5 @@ final class EventLoopServer {
         var now = timespec()
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now)
         return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
-    }
-}
-
-/// A pthread mutex, for the callback's hand-over queue.
-final class PThreadMutex: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t> = {
-        let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
-        return mutex
-    }()
-
-    func withLock<T>(_ body: () -> T) -> T {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return body()
     }
 }
