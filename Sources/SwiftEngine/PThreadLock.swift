@@ -40,6 +40,16 @@ final class PThreadCondition: @unchecked Sendable {
 
     /// Waits with `lock` held; returns with it held again.
     func wait(_ lock: PThreadLock) { pthread_cond_wait(condition, lock.mutex) }
+
+    /// The same, giving up after `microseconds`.
+    func wait(_ lock: PThreadLock, microseconds: Int) {
+        var deadline = timespec()
+        clock_gettime(CLOCK_REALTIME, &deadline)
+        let nanoseconds = deadline.tv_nsec + microseconds * 1000
+        deadline.tv_sec += nanoseconds / 1_000_000_000
+        deadline.tv_nsec = nanoseconds % 1_000_000_000
+        pthread_cond_timedwait(condition, lock.mutex, &deadline)
+    }
     func signal() { pthread_cond_signal(condition) }
     func broadcast() { pthread_cond_broadcast(condition) }
 }

@@ -12,10 +12,11 @@ import Synchronization
 /// when the process exits.
 final class StatsPublisher: @unchecked Sendable {
     static let defaultDirectory = "/dev/shm/swiftasync"
-    static let interval: UInt32 = 200_000   // microseconds
+    static let intervalMicroseconds = 200_000
 
     private let report: @Sendable () -> String
     private let lock = PThreadLock()
+    private let stopRequested = PThreadCondition()
     private var thread: pthread_t?
     private var running = false
     private var directory: String?
@@ -62,6 +63,7 @@ final class StatsPublisher: @unchecked Sendable {
             defer { thread = nil }
             return thread
         }
+        stopRequested.signal()
         if let joining { pthread_join(joining, nil) }
         lock.withLock { publishLocked() }
     }
@@ -94,13 +96,12 @@ final class StatsPublisher: @unchecked Sendable {
     /// libc's locks it may take stay free in the child.
     private func run() {
         changed.store(true, ordering: .relaxed)
-        while lock.withLock({ () -> Bool in
-            guard running else { return false }
+        lock.lock()
+        while running {
             if changed.exchange(false, ordering: .relaxed) { publishLocked() }
-            return true
-        }) {
-            usleep(Self.interval)
+            stopRequested.wait(lock, microseconds: Self.intervalMicroseconds)
         }
+        lock.unlock()
     }
 
     private func publishLocked() {
