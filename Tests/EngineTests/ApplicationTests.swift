@@ -6,33 +6,10 @@ import XCTest
 /// environment variables, the engines directory, and engine-loader.
 final class ApplicationTests: XCTestCase {
     let enginePath = LoadedEngine.defaultPath()
-    var repositoryRoot: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().path
-    }
+    var repositoryRoot: String { Commands.repositoryRoot }
 
-    struct Run { var status: Int32; var output: String }
-
-    func run(_ arguments: [String], environment: [String: String] = [:], directory: String? = nil,
-             timeout: Double = 120) throws -> Run {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        var merged = ProcessInfo.processInfo.environment
-        merged["OPENSSL_CONF"] = nil
-        for (key, value) in environment { merged[key] = value }
-        process.environment = merged
-        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { process.terminate(); XCTFail("\(arguments) timed out") }
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus, output: String(decoding: output, as: UTF8.self))
+    func run(_ arguments: [String], environment: [String: String] = [:], directory: String? = nil) throws -> Commands.Result {
+        try Commands.run(arguments, environment: environment, directory: directory)
     }
 
     func temporaryPath(_ name: String) -> String {
@@ -124,10 +101,7 @@ final class ApplicationTests: XCTestCase {
         XCTAssertTrue(byId.output.contains("[ available ]"), byId.output)
     }
 
-    var loader: String {
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            .appendingPathComponent("engine-loader").path
-    }
+    var loader: String { Commands.engineLoader }
 
     /// Fork with signatures in flight: parent, child and grandchild each finish
     /// theirs and sign afresh; none hangs (each waits at most 30 s).

@@ -33,42 +33,19 @@ final class RealServerTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    var repositoryRoot: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-    }
+    var repositoryRoot: String { Commands.repositoryRoot }
 
     @discardableResult
-    func run(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        var merged = ProcessInfo.processInfo.environment
-        merged["OPENSSL_CONF"] = nil
-        merged.merge(environment) { $1 }
-        process.environment = merged
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output)
+    func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let result = try Commands.run(arguments)
+        return (result.status, result.output)
     }
 
     func start(_ arguments: [String], environment: [String: String] = [:], port: Int) throws -> Process {
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        server.arguments = arguments
-        var merged = ProcessInfo.processInfo.environment
-        merged["OPENSSL_CONF"] = nil
-        merged.merge(environment) { $1 }
-        server.environment = merged
         let log = "\(directory)/\(arguments[0])-\(port).log"
         _ = FileManager.default.createFile(atPath: log, contents: nil)
-        let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        server.standardOutput = logHandle
-        server.standardError = logHandle
-        try server.run()
+        let server = try Commands.launch(arguments, environment: environment,
+                                         output: try FileHandle(forWritingTo: URL(fileURLWithPath: log)))
         servers.append(server)
         for _ in 0..<200 where !canConnect(port) && server.isRunning { usleep(25_000) }
         XCTAssertTrue(canConnect(port), "\(arguments[0]) is not listening on \(port):\n"
@@ -203,36 +180,14 @@ func parentPid(of pid: Int32) -> Int32? {
 /// engine-loader serve: the one-thread epoll server with SSL_MODE_ASYNC and
 /// SSL_CTX_set_async_callback, under h2load.
 final class ServeTests: XCTestCase {
-    var loader: String {
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("engine-loader").path
-    }
-
     func serve(tls: String, key: String, extra: [String] = [], handshakes: Int = 60) throws -> (h2load: String, server: String) {
         let port = try freeLoopbackPort()
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: loader)
-        server.arguments = ["serve", "--engine", LoadedEngine.defaultPath(), "--port", String(port), "--tls", tls,
-                            "--key", key, "--handshakes", String(handshakes)] + extra
         let output = Pipe()
-        server.standardOutput = output
-        server.standardError = output
-        try server.run()
+        let server = try Commands.launch([Commands.engineLoader, "serve", "--engine", LoadedEngine.defaultPath(), "--port", String(port),
+                                          "--tls", tls, "--key", key, "--handshakes", String(handshakes)] + extra, output: output)
         for _ in 0..<200 where !canConnect(port) && server.isRunning { usleep(25_000) }
-        let client = Process()
-        client.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        client.arguments = ["h2load", "--h1", "-n", String(handshakes), "-c", String(handshakes), "https://127.0.0.1:\(port)/"]
-        let clientOutput = Pipe()
-        client.standardOutput = clientOutput
-        client.standardError = clientOutput
-        try client.run()
-        let h2load = String(decoding: clientOutput.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        client.waitUntilExit()
-        let deadline = Date().addingTimeInterval(30)
-        while server.isRunning && Date() < deadline { usleep(20_000) }
-        if server.isRunning { server.terminate() }
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        server.waitUntilExit()
-        return (h2load, text)
+        let h2load = try Commands.run(["h2load", "--h1", "-n", String(handshakes), "-c", String(handshakes), "https://127.0.0.1:\(port)/"]).output
+        return (h2load, Commands.finish(server, output))
     }
 
     func testServesFullHandshakesThroughTheAsyncCallback() throws {

@@ -14,9 +14,9 @@ final class ServerTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         for (name, algorithm) in [("rsa", ["-newkey", "rsa:2048"]), ("ecdsa", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])]
         where !FileManager.default.fileExists(atPath: "\(directory)/\(name).crt") {
-            let status = try runQuietly(["openssl", "req", "-x509"] + algorithm + ["-nodes", "-days", "2", "-subj", "/CN=localhost",
+            let made = try Commands.run(["openssl", "req", "-x509"] + algorithm + ["-nodes", "-days", "2", "-subj", "/CN=localhost",
                                         "-keyout", "\(directory)/\(name).key", "-out", "\(directory)/\(name).crt"])
-            XCTAssertEqual(status, 0, "certificate \(name)")
+            XCTAssertEqual(made.status, 0, "certificate \(name): \(made.output)")
         }
     }
 
@@ -24,29 +24,13 @@ final class ServerTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    func runQuietly(_ arguments: [String]) throws -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        return process.terminationStatus
-    }
-
     /// s_server -async with the engine, listening on 127.0.0.1; stopped by the caller.
     func startServer(certificate: String, extra: [String]) throws -> (Process, Int) {
         let port = try freeLoopbackPort()
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        server.arguments = ["openssl", "s_server", "-async", "-engine", enginePath,
-                            "-cert", "\(directory)/\(certificate).crt", "-key", "\(directory)/\(certificate).key",
-                            "-accept", "127.0.0.1:\(port)", "-no_ticket", "-quiet"] + extra
-        server.standardInput = Pipe()         // s_server stops when its stdin closes
-        server.standardOutput = FileHandle.nullDevice
-        server.standardError = FileHandle.nullDevice
-        try server.run()
+        let server = try Commands.launch(["openssl", "s_server", "-async", "-engine", enginePath,
+                                          "-cert", "\(directory)/\(certificate).crt", "-key", "\(directory)/\(certificate).key",
+                                          "-accept", "127.0.0.1:\(port)", "-no_ticket", "-quiet"] + extra,
+                                         keepStandardInputOpen: true)
         for _ in 0..<200 where !canConnect(port) { usleep(25_000) }
         XCTAssertTrue(canConnect(port), "s_server did not start listening")
         return (server, port)
@@ -54,15 +38,7 @@ final class ServerTests: XCTestCase {
 
     /// Full handshakes for `seconds`; returns how many completed.
     func handshakes(port: Int, extra: [String], seconds: Int = 2) throws -> Int {
-        let client = Process()
-        client.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        client.arguments = ["openssl", "s_time", "-connect", "127.0.0.1:\(port)", "-new", "-time", String(seconds)] + extra
-        let output = Pipe()
-        client.standardOutput = output
-        client.standardError = output
-        try client.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        client.waitUntilExit()
+        let text = try Commands.run(["openssl", "s_time", "-connect", "127.0.0.1:\(port)", "-new", "-time", String(seconds)] + extra).output
         let line = text.split(separator: "\n").first { $0.contains("connections in") && $0.contains("real seconds") }
         return line.flatMap { Int($0.split(separator: " ")[0]) } ?? 0
     }
@@ -88,17 +64,9 @@ final class ServerTests: XCTestCase {
         XCTAssertNotNil(stats, "the server published no counters", file: file, line: line)
         guard let stats else { return }
         // What a person would run: engine-loader stats for the server's pid.
-        let loader = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            .appendingPathComponent("engine-loader").path
-        let shown = Process()
-        shown.executableURL = URL(fileURLWithPath: loader)
-        shown.arguments = ["stats", "--pid", String(server.processIdentifier)]
-        let output = Pipe()
-        shown.standardOutput = output
-        try shown.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        shown.waitUntilExit()
-        XCTAssertEqual(shown.terminationStatus, 0, text, file: file, line: line)
+        let shown = try Commands.run([Commands.engineLoader, "stats", "--pid", String(server.processIdentifier)])
+        let text = shown.output
+        XCTAssertEqual(shown.status, 0, text, file: file, line: line)
         XCTAssertTrue(text.contains("pid \(server.processIdentifier) (openssl)") && text.contains(signature), text, file: file, line: line)
         for algorithm in [signature, "\(keyExchange)_keygen", keyExchange == "ec" ? "ecdh_derive" : "\(keyExchange)_derive"] {
             XCTAssertGreaterThanOrEqual(stats.count(algorithm, "offloaded"), completed, "\(algorithm):\n\(stats)", file: file, line: line)
