@@ -6,12 +6,12 @@ ENGINE_ABS   := $(CURDIR)/$(ENGINE_SO)
 ENGINESDIR    = $(shell openssl version -e | sed -n 's/^ENGINESDIR: "\(.*\)"/\1/p')
 # The engine has its own scratch path: its flags differ from the tests'.
 ENGINE_BUILD := .build-engine
-ENGINE_FLAGS := -c release --scratch-path $(ENGINE_BUILD) --product swiftasync \
+ENGINE_FLAGS := -c release --scratch-path $(ENGINE_BUILD) --product swiftasync --disable-local-rpath \
 	-Xswiftc -static-stdlib \
 	-Xlinker -z -Xlinker nodelete \
 	-Xlinker --version-script=$(CURDIR)/Sources/CEngineShim/exports.map
 
-.PHONY: all engine loader install deps test bench bench-tls clean
+.PHONY: all engine loader install deps test stress bench bench-tls clean
 
 all: engine loader
 
@@ -36,6 +36,10 @@ loader:
 test: engine
 	$(SWIFT) build --build-tests
 	SWIFTASYNC_SO=$(ENGINE_ABS) $(SWIFT) test --skip-build --disable-swift-testing
+
+# Hardening checks that take minutes (valgrind memcheck over openssl speed).
+stress: engine
+	ENGINE_SO=$(ENGINE_ABS) scripts/stress.sh
 
 # The main job: the engine against plain OpenSSL, side by side, with ratios.
 bench: engine

@@ -123,3 +123,9 @@ void sa_operation_release(sa_operation *op)
 {
     sa_record_release((sa_record *)op);
 }
+
+/* The per-thread DRBGs and error queue a worker's math created. */
+void sa_worker_will_exit(void)
+{
+    OPENSSL_thread_stop();
+}

@@ -15,6 +15,8 @@ final class EngineRuntime: @unchecked Sendable {
     private var activeEngines = 0
     /// Set once the at-exit report is written, so a finish during exit adds no second one.
     private var exitReportWritten = false
+    /// Set at exit: no pool is started any more.
+    private var exiting = false
     /// Read on every inline/offload decision, so kept outside the lock.
     private let syncOffload = Atomic<Bool>(false)
 
@@ -23,10 +25,21 @@ final class EngineRuntime: @unchecked Sendable {
         pthread_atfork({ EngineRuntime.shared.prepareForFork() },
                        { EngineRuntime.shared.resumeAfterForkInParent() },
                        { EngineRuntime.shared.restartAfterForkInChild() })
-        atexit {
-            EngineRuntime.shared.reportAtExitIfUnfinished()
-            EngineRuntime.shared.publisher.removeFile()
+        atexit { EngineRuntime.shared.processWillExit() }
+    }
+
+    /// Runs before OpenSSL's own cleanup (it registered its handler first).
+    /// The workers are joined now, while OpenSSL can still free what each
+    /// thread holds; an operation after this runs on its caller's thread.
+    private func processWillExit() {
+        reportAtExitIfUnfinished()
+        let retired: WorkerPool? = lock.withLock {
+            exiting = true
+            return takePool()
         }
+        retired?.shutdown()
+        publisher.stop()
+        publisher.removeFile()
     }
 
     /// Applications that leak a key never let the engine finish (openssl
@@ -157,13 +170,15 @@ final class EngineRuntime: @unchecked Sendable {
     func currentPool() -> WorkerPool? {
         lock.withLock {
             if let pool { return pool }
+            if exiting { return nil }
             let fresh = WorkerPool(threadCount: configuration.workerCount,
                                    queueCapacity: configuration.queueDepth,
                                    notifyBatch: configuration.notifyBatch,
                                    notifyDelayMicroseconds: configuration.notifyDelayMicroseconds,
                                    idleSpinMicroseconds: configuration.idleSpinMicroseconds,
                                    execute: { EngineRuntime.shared.execute($0) },
-                                   notify: { EngineRuntime.shared.notify($0) })
+                                   notify: { EngineRuntime.shared.notify($0) },
+                                   threadWillExit: { sa_worker_will_exit() })
             guard fresh.start() else { return nil }
             statistics.queueHighWater.store(0, ordering: .relaxed)
             pool = fresh

@@ -24,6 +24,7 @@ final class WorkerPool: @unchecked Sendable {
     let notifyDelayNanoseconds: Int
     private let execute: Handler
     private let notify: Handler
+    private let threadWillExit: @Sendable () -> Void
     private let lock = PThreadLock()
     private let workAvailable = PThreadCondition()
     private let roomAvailable = PThreadCondition()
@@ -46,7 +47,9 @@ final class WorkerPool: @unchecked Sendable {
     private var inFlight: [[UnsafeMutableRawPointer]]
 
     init(threadCount: Int, queueCapacity: Int, notifyBatch: Int = 1, notifyDelayMicroseconds: Int = 0,
-         idleSpinMicroseconds: Int = 0, execute: @escaping Handler, notify: @escaping Handler) {
+         idleSpinMicroseconds: Int = 0, execute: @escaping Handler, notify: @escaping Handler,
+         threadWillExit: @escaping @Sendable () -> Void = {}) {
+        self.threadWillExit = threadWillExit
         notifyDelayNanoseconds = max(0, notifyDelayMicroseconds) * 1000
         self.threadCount = threadCount
         idleSpinNanoseconds = max(0, idleSpinMicroseconds) * 1000
@@ -77,6 +80,7 @@ final class WorkerPool: @unchecked Sendable {
                 start.deinitialize(count: 1)
                 start.deallocate()
                 pool.runWorker(index)
+                pool.threadWillExit()
                 return nil
             }, context)
             if created != 0 {

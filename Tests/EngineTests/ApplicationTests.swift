@@ -34,6 +34,7 @@ final class ApplicationTests: XCTestCase {
         XCTAssertEqual(Set(exported), ["bind_engine", "v_check"])
         let dynamic = try run(["readelf", "-d", enginePath]).output
         XCTAssertTrue(dynamic.contains("NODELETE"), "linked -z nodelete")
+        XCTAssertFalse(dynamic.contains("RUNPATH") || dynamic.contains("RPATH"), "it needs no search path of its own")
     }
 
     func testOpenSSLSpeedWithAsyncJobsOffloadsTheSigns() throws {

@@ -55,6 +55,8 @@ int sa_operation_execute(sa_operation *op);
 void sa_operation_publish_done(sa_operation *op);
 /* Drops the worker's reference; the record may be freed here. */
 void sa_operation_release(sa_operation *op);
+/* A worker thread is about to exit: frees OpenSSL's state for the thread. */
+void sa_worker_will_exit(void);
 /* A blocking eventfd for a thread that waits outside async jobs; -1 on error. */
 int sa_eventfd_new_blocking(void);
 /* In a forked child: gives every wait ctx's eventfd a private successor. */
