@@ -19,22 +19,27 @@ static int uses_callback(const sa_record *record)
     return record->public.wake.callback != NULL;
 }
 
-/* The app's callback if it set one (SSL_CTX_set_async_callback), else our fd. */
+/*
+ * The app's callback if it set one (SSL_CTX_set_async_callback), else our
+ * eventfd. Our entry in the wait ctx is made either way: in callback mode it
+ * is how a worker learns that the app freed the connection.
+ */
 static int attach_wake(sa_record *record, ASYNC_WAIT_CTX *wait_ctx)
 {
     ASYNC_callback_fn callback;
     void *callback_arg;
 
-    if (ASYNC_WAIT_CTX_get_callback(wait_ctx, &callback, &callback_arg)) {
-        record->public.wake.callback = callback;
-        record->public.wake.callback_arg = callback_arg;
-        return 1;
-    }
     record->wake_fd = sa_wake_fd_for(wait_ctx);
     if (record->wake_fd == NULL)
         return 0;
     sa_wake_fd_retain(record->wake_fd);
-    record->public.wake.fd = record->wake_fd->fd;
+    record->public.wake.guard = record->wake_fd;
+    if (ASYNC_WAIT_CTX_get_callback(wait_ctx, &callback, &callback_arg)) {
+        record->public.wake.callback = callback;
+        record->public.wake.callback_arg = callback_arg;
+    } else {
+        record->public.wake.fd = record->wake_fd->fd;
+    }
     return 1;
 }
 
@@ -51,7 +56,7 @@ static void ask_to_come_back(sa_record *record, ASYNC_WAIT_CTX *wait_ctx)
 
 static void after_resume(sa_record *record)
 {
-    if (record->wake_fd != NULL)
+    if (record->wake_fd != NULL && !uses_callback(record))
         sa_wake_fd_drain(record->wake_fd);
 }
 

@@ -11,6 +11,7 @@ void sa_record_init(sa_record *record, const sa_record_kind *kind,
     record->public.wake.fd = -1;
     record->public.wake.callback = NULL;
     record->public.wake.callback_arg = NULL;
+    record->public.wake.guard = NULL;
     record->kind = kind;
     atomic_init(&record->references, 1);
     atomic_init(&record->done, 0);

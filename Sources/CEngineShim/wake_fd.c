@@ -39,11 +39,38 @@ static void registry_remove(sa_wake_fd *wake_fd)
     pthread_mutex_unlock(&registry_lock);
 }
 
+/*
+ * The wait ctx is being freed: nothing may be delivered from now on, and the
+ * eventfd goes now. A job paused when its connection was freed is never
+ * resumed and keeps its reference, so waiting for the last one would leak
+ * the fd.
+ */
 static void wake_fd_cleanup(ASYNC_WAIT_CTX *wait_ctx, const void *key,
                             OSSL_ASYNC_FD fd, void *custom)
 {
+    sa_wake_fd *wake_fd = custom;
+
     (void)wait_ctx; (void)key; (void)fd;
-    sa_wake_fd_release(custom);
+    pthread_mutex_lock(&wake_fd->lock);
+    wake_fd->wait_ctx_alive = 0;
+    close(wake_fd->fd);
+    wake_fd->fd = -1;
+    pthread_mutex_unlock(&wake_fd->lock);
+    sa_wake_fd_release(wake_fd);
+}
+
+void sa_wake_deliver(const sa_wake *wake)
+{
+    sa_wake_fd *wake_fd = wake->guard;
+
+    pthread_mutex_lock(&wake_fd->lock);
+    if (wake_fd->wait_ctx_alive) {
+        if (wake->callback != NULL)
+            wake->callback(wake->callback_arg);
+        else
+            sa_wake_fd_signal(wake_fd);
+    }
+    pthread_mutex_unlock(&wake_fd->lock);
 }
 
 static sa_wake_fd *wake_fd_create(ASYNC_WAIT_CTX *wait_ctx)
@@ -57,6 +84,8 @@ static sa_wake_fd *wake_fd_create(ASYNC_WAIT_CTX *wait_ctx)
         return NULL;
     }
     atomic_init(&wake_fd->references, 1);   /* the wait ctx's reference */
+    pthread_mutex_init(&wake_fd->lock, NULL);
+    wake_fd->wait_ctx_alive = 1;
     registry_add(wake_fd);
     if (!ASYNC_WAIT_CTX_set_wait_fd(wait_ctx, &wake_fd_key, wake_fd->fd,
                                     wake_fd, wake_fd_cleanup)) {
@@ -85,7 +114,9 @@ void sa_wake_fd_release(sa_wake_fd *wake_fd)
     if (atomic_fetch_sub_explicit(&wake_fd->references, 1, memory_order_acq_rel) != 1)
         return;
     registry_remove(wake_fd);
-    close(wake_fd->fd);
+    pthread_mutex_destroy(&wake_fd->lock);
+    if (wake_fd->fd >= 0)
+        close(wake_fd->fd);
     OPENSSL_free(wake_fd);
 }
 
@@ -120,8 +151,10 @@ void sa_wake_fds_renew_after_fork(void)
 
     pthread_mutex_init(&registry_lock, NULL);
     for (wake_fd = registry; wake_fd != NULL; wake_fd = wake_fd->next) {
-        int fresh = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (fresh < 0)
+        int fresh;
+
+        pthread_mutex_init(&wake_fd->lock, NULL);   /* no worker held it at fork */
+        if (wake_fd->fd < 0 || (fresh = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
             continue;
         if (dup3(fresh, wake_fd->fd, O_CLOEXEC) >= 0)
             sa_wake_fd_signal(wake_fd);

@@ -1,18 +1,24 @@
 /*
- * The eventfd that wakes a paused job in wait-fd mode: one per
- * ASYNC_WAIT_CTX, created on first use, registered with a cleanup, reused.
+ * Our entry in an ASYNC_WAIT_CTX: one per wait ctx, created on first use,
+ * registered with a cleanup, reused. In wait-fd mode its eventfd wakes the
+ * paused job; in callback mode its cleanup tells a worker that the wait ctx
+ * (and the connection behind the callback's argument) is gone.
  * Reference-counted so that a worker finishing after the wait ctx is freed
- * writes to our still-open eventfd, never to a reused fd number.
+ * writes to our still-open eventfd, never to a reused fd number, and never
+ * calls back into a freed connection.
  */
 #ifndef SWIFTASYNC_WAKE_FD_H
 #define SWIFTASYNC_WAKE_FD_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <openssl/async.h>
 
 typedef struct sa_wake_fd {
     atomic_int references;
-    int fd;
+    int fd;                               /* -1 once the wait ctx is gone */
+    pthread_mutex_t lock;                 /* held while delivering, and to mark it gone */
+    int wait_ctx_alive;
     struct sa_wake_fd *previous, *next;   /* every live one, for fork */
 } sa_wake_fd;
 

@@ -13,7 +13,7 @@ public final class RSAKeyPair: @unchecked Sendable {
     private static let generated = Mutex<[Int: [UInt8]]>([:])
 
     /// DER of a key of `bits`, generated once per process.
-    static func der(bits: Int) throws -> [UInt8] {
+    public static func der(bits: Int) throws -> [UInt8] {
         if let der = generated.withLock({ $0[bits] }) { return der }
         let rsa = RSA_new_method(nil)!
         defer { RSA_free(rsa) }

@@ -110,6 +110,24 @@ public enum TLSHandshakes {
         }
     }
 
+    /// The bytes of a TLS 1.3 ClientHello, to replay at a server.
+    public static func clientHello() throws -> [UInt8] {
+        guard let context = SSL_CTX_new(TLS_client_method()), let client = SSL_new(context) else {
+            throw HarnessError("client")
+        }
+        defer { SSL_free(client); SSL_CTX_free(context) }
+        var inner: OpaquePointer?, outer: OpaquePointer?
+        guard BIO_new_bio_pair(&inner, 0, &outer, 0) == 1 else { throw HarnessError("BIO pair") }
+        defer { BIO_free(outer) }
+        SSL_set_bio(client, inner, inner)
+        SSL_set_connect_state(client)
+        _ = SSL_do_handshake(client)
+        var hello = [UInt8](repeating: 0, count: 16384)
+        let length = BIO_read(outer, &hello, Int32(hello.count))
+        guard length > 0 else { throw HarnessError("no ClientHello") }
+        return Array(hello.prefix(Int(length)))
+    }
+
     public static func run(identity: TLSIdentity, options: Options) throws -> Outcome {
         let clientContext = SSL_CTX_new(TLS_client_method())!
         let serverContext = SSL_CTX_new(TLS_server_method())!

@@ -196,7 +196,7 @@ final class EngineRuntime: @unchecked Sendable {
     /// Sync offload: queue (waiting for room) and block until a worker is done.
     func runAndWait(_ operation: UnsafeMutablePointer<sa_operation>) -> Bool {
         guard let pool = currentPool(), let waiter = ThreadWaiter.current() else { return false }
-        operation.pointee.wake = sa_wake(fd: waiter.fd, callback: nil, callback_arg: nil)
+        operation.pointee.wake = sa_wake(fd: waiter.fd, callback: nil, callback_arg: nil, guard: nil)
         guard account(pool.submitWaitingForRoom(UnsafeMutableRawPointer(operation)),
                       operation) == SA_SUBMIT_QUEUED else { return false }
         waiter.wait()

@@ -5,8 +5,9 @@ import Glibc
 /// or one count added to an eventfd (a job's wait fd, or a blocked thread's).
 enum Wakeup {
     static func deliver(_ wake: sa_wake) {
-        if let callback = wake.callback {
-            _ = callback(wake.callback_arg)
+        if wake.guard != nil {
+            var wake = wake
+            sa_wake_deliver(&wake)   // nothing, if the app freed the connection meanwhile
         } else if wake.fd >= 0 {
             var one: UInt64 = 1
             while write(wake.fd, &one, MemoryLayout<UInt64>.size) < 0 && errno == EINTR {}

@@ -30,6 +30,7 @@ struct Serve: ParsableCommand {
     var handshakes: Int?
 
     func run() throws {
+        signal(SIGPIPE, SIG_IGN)   // a client that hangs up must not end the server
         let engine = noEngine ? nil : try options.load()
         defer { engine?.close() }
         let identity = key == "p256" ? try TLSIdentity(ecGroup: "P-256")

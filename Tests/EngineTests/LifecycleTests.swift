@@ -42,6 +42,34 @@ final class LifecycleTests: EngineTestCase {
         }
     }
 
+    /// Resident memory in KiB, from /proc.
+    func residentKiB() -> Int {
+        let statm = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? ""
+        return (Int(statm.split(separator: " ").dropFirst().first ?? "0") ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE))) / 1024
+    }
+
+    /// 1,000 times load, use (a signature in a job, so the pool starts), free:
+    /// no crash, and neither threads nor memory grow.
+    func testThousandLoadUseFreeCycles() throws {
+        engine.close()
+        let key = try RSAKeyPair.der(bits: 1024)
+        XCTAssertFalse(key.isEmpty)
+        let baseline = threadCount()
+        var residentAfterWarmUp = 0
+        for cycle in 1...1000 {
+            let loaded = try LoadedEngine(settings: [("THREADS", "2")])
+            try scoped {
+                let pair = try RSAKeyPair(bits: 1024)
+                try signInJob(pair)
+            }
+            loaded.close()
+            if cycle == 100 { residentAfterWarmUp = residentKiB() }
+        }
+        XCTAssertEqual(threadCount(settlingAt: baseline), baseline, "every cycle's threads are joined")
+        let growth = residentKiB() - residentAfterWarmUp
+        XCTAssertLessThan(growth, 4096, "900 cycles grew the process by \(growth) KiB")
+    }
+
     func testControlCommandsAreListedWithDescriptions() {
         let commands = Dictionary(uniqueKeysWithValues: engine.commands().map { ($0.name, $0.help) })
         for name in ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "NOTIFY_BATCH", "NOTIFY_DELAY_USEC", "IDLE_SPIN_USEC", "STATS", "STATS_FILE", "STATS_DIR"] {

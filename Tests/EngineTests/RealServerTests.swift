@@ -204,6 +204,40 @@ final class ServeTests: XCTestCase {
         }
     }
 
+    /// 10,000 clients send a ClientHello and hang up while the server's
+    /// signature and key share are on the pool: its open fds return to where they were.
+    func testClientsHangingUpMidHandshakeLeaveNoFds() throws {
+        let port = try freeLoopbackPort()
+        let server = try Commands.launch([Commands.engineLoader, "serve", "--engine", LoadedEngine.defaultPath(), "--port", String(port)])
+        defer { server.terminate(); server.waitUntilExit() }
+        for _ in 0..<200 where !canConnect(port) && server.isRunning { usleep(25_000) }
+        let fds = { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.processIdentifier)/fd").count) ?? -1 }
+        let hello = try TLSHandshakes.clientHello()
+        func hangUpMidHandshake() {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = UInt16(port).bigEndian
+            _ = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            _ = hello.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            close(fd)
+        }
+        hangUpMidHandshake()
+        usleep(300_000)
+        let before = fds()
+        XCTAssertGreaterThan(before, 0)
+        for _ in 0..<10_000 { hangUpMidHandshake() }
+        var after = fds()
+        for _ in 0..<200 where after != before { usleep(50_000); after = fds() }
+        XCTAssertEqual(after, before, "the server's open fds after 10,000 clients hung up mid-handshake")
+        XCTAssertTrue(server.isRunning, "the server survived")
+        let stats = LiveStats.read(pid: server.processIdentifier).first?.stats
+        XCTAssertGreaterThan(stats?.count("x25519_keygen", "offloaded") ?? 0, 1000, "the hang-ups came while the engine worked: \(String(describing: stats))")
+    }
+
     /// One worker and a one-slot queue: the callback reports EAGAIN and the
     /// loop retries (SSL_get_async_status's retry case); nothing fails.
     func testRetriesWhenTheEngineIsBusy() throws {

@@ -29,6 +29,8 @@ typedef struct sa_wake {
     int fd;                          /* an eventfd to add 1 to, or -1 */
     int (*callback)(void *arg);      /* ASYNC_WAIT_CTX callback, or NULL */
     void *callback_arg;
+    void *guard;                     /* set: deliver through sa_wake_deliver, which knows
+                                        whether the wait ctx still exists */
 } sa_wake;
 
 /*
@@ -55,6 +57,12 @@ int sa_operation_execute(sa_operation *op);
 void sa_operation_publish_done(sa_operation *op);
 /* Drops the worker's reference; the record may be freed here. */
 void sa_operation_release(sa_operation *op);
+/*
+ * Calls wake->callback or signals wake->fd, unless the application has freed
+ * the wait ctx (and with it the connection behind the callback's argument,
+ * and the eventfd) meanwhile.
+ */
+void sa_wake_deliver(const sa_wake *wake);
 /* A worker thread is about to exit: frees OpenSSL's state for the thread. */
 void sa_worker_will_exit(void);
 /* A blocking eventfd for a thread that waits outside async jobs; -1 on error. */
