@@ -55,8 +55,8 @@ final class EngineRuntime: @unchecked Sendable {
 
     // MARK: Fork
 
-    /// Both locks held across fork, so the child finds consistent state.
-    /// Every lock the engine's threads take, in the one order they nest.
+    /// Every lock the engine's threads take, held across fork in the one order
+    /// they nest, so the child finds none of them held by a thread it lacks.
     private func prepareForFork() {
         publisher.lockForFork()
         lock.lock()
