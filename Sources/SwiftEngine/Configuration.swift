@@ -17,11 +17,14 @@ struct Configuration: Sendable {
     var notifyDelayMicroseconds = 1000
     /// How long an idle worker watches for new work before sleeping (0: never).
     var idleSpinMicroseconds = 50
+    /// Latency added before each operation, as a hardware accelerator would have (tests).
+    var workerDelayMicroseconds = 0
 
     static let threadLimit = 1024
     static let queueDepthLimit = 1 << 20
     static let notifyBatchLimit = 64
     static let idleSpinLimit = 10_000
+    static let workerDelayLimit = 1_000_000
     static let notifyDelayLimit = 100_000
 
     var workerCount: Int {
@@ -43,6 +46,8 @@ struct Configuration: Sendable {
             notifyDelayMicroseconds = value
         case "IDLE_SPIN_USEC" where (0...Self.idleSpinLimit).contains(value):
             idleSpinMicroseconds = value
+        case "WORKER_DELAY_USEC" where (0...Self.workerDelayLimit).contains(value):
+            workerDelayMicroseconds = value
         default:
             return false
         }
@@ -63,7 +68,7 @@ struct Configuration: Sendable {
         }
     }
 
-    static let environmentNames = ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "NOTIFY_BATCH", "NOTIFY_DELAY_USEC", "IDLE_SPIN_USEC", "STATS_FILE", "STATS_DIR"]
+    static let environmentNames = ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "NOTIFY_BATCH", "NOTIFY_DELAY_USEC", "IDLE_SPIN_USEC", "WORKER_DELAY_USEC", "STATS_FILE", "STATS_DIR"]
 
     /// Defaults overridden by SWIFTASYNC_<NAME>; invalid values are ignored
     /// with a warning on stderr, since there is no caller to return an error to.

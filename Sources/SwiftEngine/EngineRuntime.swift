@@ -122,6 +122,7 @@ final class EngineRuntime: @unchecked Sendable {
                 || updated.notifyBatch != configuration.notifyBatch
                 || updated.notifyDelayMicroseconds != configuration.notifyDelayMicroseconds
                 || updated.idleSpinMicroseconds != configuration.idleSpinMicroseconds
+                || updated.workerDelayMicroseconds != configuration.workerDelayMicroseconds
             configuration = updated
             syncOffload.store(updated.syncOffload, ordering: .relaxed)
             if reshaped { retired = takePool() }
@@ -171,12 +172,16 @@ final class EngineRuntime: @unchecked Sendable {
         lock.withLock {
             if let pool { return pool }
             if exiting { return nil }
+            let delay = UInt32(configuration.workerDelayMicroseconds)
             let fresh = WorkerPool(threadCount: configuration.workerCount,
                                    queueCapacity: configuration.queueDepth,
                                    notifyBatch: configuration.notifyBatch,
                                    notifyDelayMicroseconds: configuration.notifyDelayMicroseconds,
                                    idleSpinMicroseconds: configuration.idleSpinMicroseconds,
-                                   execute: { EngineRuntime.shared.execute($0) },
+                                   execute: { item in
+                                       if delay > 0 { usleep(delay) }
+                                       EngineRuntime.shared.execute(item)
+                                   },
                                    notify: { EngineRuntime.shared.notify($0) },
                                    threadWillExit: { sa_worker_will_exit() })
             guard fresh.start() else { return nil }

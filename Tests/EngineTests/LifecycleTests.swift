@@ -72,7 +72,7 @@ final class LifecycleTests: EngineTestCase {
 
     func testControlCommandsAreListedWithDescriptions() {
         let commands = Dictionary(uniqueKeysWithValues: engine.commands().map { ($0.name, $0.help) })
-        for name in ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "NOTIFY_BATCH", "NOTIFY_DELAY_USEC", "IDLE_SPIN_USEC", "STATS", "STATS_FILE", "STATS_DIR"] {
+        for name in ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "NOTIFY_BATCH", "NOTIFY_DELAY_USEC", "IDLE_SPIN_USEC", "WORKER_DELAY_USEC", "STATS", "STATS_FILE", "STATS_DIR"] {
             XCTAssertFalse(commands[name]?.isEmpty ?? true, "\(name) must be listed with a description")
         }
     }

@@ -41,3 +41,40 @@ final class QueueFullTests: EngineTestCase {
                              "the callback must have been called with ASYNC_STATUS_EAGAIN set")
     }
 }
+
+/// A single, deliberately slow worker (as a hardware accelerator would be)
+/// behind queues of every small depth: every result stays correct and every
+/// operation reaches the worker exactly once.
+final class SlowWorkerTests: EngineTestCase {
+    override var engineSettings: [(String, String)] { [("THREADS", "1"), ("WORKER_DELAY_USEC", "300")] }
+
+    func testEveryQueueDepthWithASlowWorker() throws {
+        let key = try RSAKeyPair(bits: 1024)
+        var retriedAtDepthOne = 0
+        for depth in 1...8 {
+            try engine.set("QUEUE_DEPTH", String(depth))
+            for mode in WakeMode.allCases {
+                let operations = (0..<24).map { index in
+                    RSAPrivateOperation.random(index % 2 == 0 ? .encrypt : .decrypt,
+                                               padding: index % 2 == 0 ? RSA_PKCS1_PADDING : RSA_PKCS1_OAEP_PADDING, key: key)
+                }
+                var results: [(result: Int32, output: [UInt8])] = []
+                let counters = try countersDelta {
+                    results = try SelfCheck.run(operations, on: key, mode: mode == .waitFD ? .waitFD : .callback)
+                }
+                for (operation, got) in zip(operations, results) {
+                    let expected = operation.perform(on: key.softwareKey)
+                    XCTAssertEqual(got.result, expected.result, "depth \(depth) \(mode.rawValue) \(operation)")
+                    XCTAssertEqual(got.output, expected.output, "depth \(depth) \(mode.rawValue) \(operation)")
+                }
+                let offloaded = delta(counters, "rsa_private_encrypt", "offloaded") + delta(counters, "rsa_private_decrypt", "offloaded")
+                XCTAssertEqual(offloaded, operations.count, "depth \(depth) \(mode.rawValue): each exactly once")
+                if depth == 1 {
+                    retriedAtDepthOne += delta(counters, "rsa_private_encrypt", "retried") + delta(counters, "rsa_private_decrypt", "retried")
+                }
+                XCTAssertLessThanOrEqual(counters.after.header["queue_high_water"] ?? 99, depth)
+            }
+        }
+        XCTAssertGreaterThan(retriedAtDepthOne, 0, "a one-slot queue before a slow worker must have been full")
+    }
+}
