@@ -45,7 +45,29 @@ public enum ForkCheck {
         note(freshWork(key, timeout: timeout), "the parent signs after the fork")
         let status = waitForExit(child, timeout: timeout * 3)
         note(status == 0, "the child finished the signatures in flight at the fork, signed afresh, and so did its own child (exit status \(status))")
+        let (forks, failed) = storm(key, forks: 40, timeout: timeout)
+        note(failed == 0, "a storm of \(forks) forks, each with signatures in flight: \(forks - failed) children and the parent signed correctly")
         return report
+    }
+
+    /// Forks in a loop, each time with signatures in flight; every child
+    /// finishes them and exits, the parent finishes its own.
+    static func storm(_ key: RSAKeyPair, forks: Int, timeout: Double) -> (forks: Int, failed: Int) {
+        var failed = 0
+        for _ in 0..<forks {
+            let operations = (0..<2).map { _ in RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key) }
+            let expected = operations.map { $0.perform(on: key.softwareKey).output }
+            let outputs = operations.map { _ in OutputBox() }
+            let rsa = key.engineKey
+            guard let running = try? AsyncBatch.start(zip(operations, outputs).map { operation, box in
+                return { let (result, output) = operation.perform(on: rsa); box.output = output; return result }
+            }, mode: .waitFD) else { failed += 1; continue }
+            let child = fork()
+            if child == 0 { _exit(finishes(running, outputs, expected, timeout: timeout) ? 0 : 1) }
+            if !finishes(running, outputs, expected, timeout: timeout) { failed += 1 }
+            if child < 0 || waitForExit(child, timeout: timeout) != 0 { failed += 1 }
+        }
+        return (forks, failed)
     }
 
     static func finishes(_ running: AsyncBatch, _ outputs: [OutputBox], _ expected: [[UInt8]], timeout: Double) -> Bool {

@@ -110,7 +110,7 @@ final class ApplicationTests: XCTestCase {
         for round in 1...3 {
             let check = try run([loader, "check", "--engine", enginePath, "--only", "fork"])
             XCTAssertEqual(check.status, 0, "round \(round):\n\(check.output)")
-            XCTAssertEqual(check.output.components(separatedBy: "ok   fork:").count - 1, 3, check.output)
+            XCTAssertEqual(check.output.components(separatedBy: "ok   fork:").count - 1, 4, check.output)
         }
     }
 
