@@ -15,9 +15,12 @@ public enum LiveStats {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         return names.compactMap { name -> Process? in
             guard name.hasSuffix(".stats"), let filePid = Int32(name.dropLast(6)),
-                  pid == nil || pid == filePid, isAlive(filePid),
+                  pid == nil || pid == filePid, let started = runningSince(filePid),
                   let text = completeReport("\(directory)/\(name)") else { return nil }
-            return Process(pid: filePid, stats: EngineStats(parsing: text))
+            let stats = EngineStats(parsing: text)
+            // A file left by a process that is gone, whose pid was reused since.
+            guard stats.header["start"] == started else { return nil }
+            return Process(pid: filePid, stats: stats)
         }.sorted { $0.pid < $1.pid }
     }
 
@@ -31,8 +34,13 @@ public enum LiveStats {
         return nil
     }
 
-    public static func isAlive(_ pid: Int32) -> Bool {
-        kill(pid, 0) == 0 || errno == EPERM
+    /// The start time of a running (not zombie) process, as its report gives it.
+    static func runningSince(_ pid: Int32) -> Int? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 19, fields[0] != "Z" else { return nil }
+        return Int(fields[19])
     }
 
     /// Sums of every algorithm's counters over processes.

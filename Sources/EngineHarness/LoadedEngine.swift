@@ -164,7 +164,8 @@ public struct EngineStats: CustomStringConvertible {
         self.text = text
         for line in text.split(separator: "\n") {
             let words = line.split(separator: " ")
-            guard let first = words.first, first != "end" else { continue }
+            guard let first = words.first else { continue }
+            if first == "end" { break }   // anything after is a longer report's leftover
             var values: [String: Int] = [:]
             for word in words.dropFirst() {
                 let parts = word.split(separator: "=", maxSplits: 1)

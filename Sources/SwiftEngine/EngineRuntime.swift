@@ -255,11 +255,24 @@ final class EngineRuntime: @unchecked Sendable {
     func report() -> String {
         let (header, _) = lock.withLock { () -> (String, Void) in
             let running = pool?.threadCount ?? 0
-            return ("swiftasync pid=\(getpid()) command=\(Self.commandName) threads=\(configuration.workerCount)"
+            return ("swiftasync pid=\(getpid()) start=\(Self.processStartTime()) command=\(Self.commandName) threads=\(configuration.workerCount)"
                 + " running_threads=\(running) queue_depth=\(configuration.queueDepth)"
                 + " sync_offload=\(configuration.syncOffload ? 1 : 0)", ())
         }
         return statistics.report(header: header)
+    }
+
+    /// When this process started, in clock ticks since boot (/proc/self/stat,
+    /// field 22): with the pid it names the process, even after the pid is reused.
+    static func processStartTime() -> Int {
+        guard let file = fopen("/proc/self/stat", "r") else { return 0 }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 1024)
+        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return 0 }
+        let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let close = line.lastIndex(of: ")") else { return 0 }
+        let fields = line[line.index(after: close)...].split(separator: " ")
+        return fields.count > 19 ? Int(fields[19]) ?? 0 : 0
     }
 
     /// This process's name, as /proc shows it (spaces made underscores).
