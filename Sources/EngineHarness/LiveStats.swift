@@ -34,12 +34,17 @@ public enum LiveStats {
         return nil
     }
 
-    /// The start time of a running (not zombie) process, as its report gives it.
-    static func runningSince(_ pid: Int32) -> Int? {
+    /// The fields of /proc/<pid>/stat after the command name: state first,
+    /// then the parent's pid, ... (field 3 onwards of proc(5)).
+    public static func statFields(_ pid: Int32) -> [Substring]? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")") else { return nil }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 19, fields[0] != "Z" else { return nil }
+        return stat[stat.index(after: close)...].split(separator: " ")
+    }
+
+    /// The start time of a running (not zombie) process, as its report gives it.
+    static func runningSince(_ pid: Int32) -> Int? {
+        guard let fields = statFields(pid), fields.count > 19, fields[0] != "Z" else { return nil }
         return Int(fields[19])
     }
 

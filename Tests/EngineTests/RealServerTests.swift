@@ -171,10 +171,8 @@ final class RealServerTests: XCTestCase {
 
 /// The parent of a process, from /proc.
 func parentPid(of pid: Int32) -> Int32? {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let close = stat.lastIndex(of: ")") else { return nil }
-    let fields = stat[stat.index(after: close)...].split(separator: " ")
-    return fields.count > 1 ? Int32(fields[1]) : nil
+    guard let fields = LiveStats.statFields(pid), fields.count > 1 else { return nil }
+    return Int32(fields[1])
 }
 
 /// engine-loader serve: the one-thread epoll server with SSL_MODE_ASYNC and
