@@ -17,6 +17,8 @@ final class EngineRuntime: @unchecked Sendable {
     private var exitReportWritten = false
     /// Set at exit: no pool is started any more.
     private var exiting = false
+    /// This process's start time, read once (and again in a forked child).
+    private var processStart = EngineRuntime.readProcessStart()
     /// Read on every inline/offload decision, so kept outside the lock.
     private let syncOffload = Atomic<Bool>(false)
 
@@ -82,6 +84,7 @@ final class EngineRuntime: @unchecked Sendable {
             _ = Unmanaged.passRetained(old)   // its threads are gone; never tear it down
         }
         pool = nil
+        processStart = Self.readProcessStart()
         sa_wake_fds_renew_after_fork()
         let directory = activeEngines > 0 ? configuration.statsDirectory : nil
         lock.unlock()
@@ -253,37 +256,36 @@ final class EngineRuntime: @unchecked Sendable {
     // MARK: Statistics
 
     func report() -> String {
-        let (header, _) = lock.withLock { () -> (String, Void) in
-            let running = pool?.threadCount ?? 0
-            return ("swiftasync pid=\(getpid()) start=\(Self.processStartTime()) command=\(Self.commandName) threads=\(configuration.workerCount)"
-                + " running_threads=\(running) queue_depth=\(configuration.queueDepth)"
-                + " sync_offload=\(configuration.syncOffload ? 1 : 0)", ())
+        let header = lock.withLock {
+            "swiftasync pid=\(getpid()) start=\(processStart) command=\(Self.commandName)"
+                + " threads=\(configuration.workerCount) running_threads=\(pool?.threadCount ?? 0)"
+                + " queue_depth=\(configuration.queueDepth) sync_offload=\(configuration.syncOffload ? 1 : 0)"
         }
         return statistics.report(header: header)
     }
 
     /// When this process started, in clock ticks since boot (/proc/self/stat,
     /// field 22): with the pid it names the process, even after the pid is reused.
-    static func processStartTime() -> Int {
-        guard let file = fopen("/proc/self/stat", "r") else { return 0 }
-        defer { fclose(file) }
-        var buffer = [CChar](repeating: 0, count: 1024)
-        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return 0 }
-        let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let close = line.lastIndex(of: ")") else { return 0 }
+    static func readProcessStart() -> Int {
+        guard let line = firstLine(of: "/proc/self/stat"), let close = line.lastIndex(of: ")") else { return 0 }
         let fields = line[line.index(after: close)...].split(separator: " ")
         return fields.count > 19 ? Int(fields[19]) ?? 0 : 0
     }
 
     /// This process's name, as /proc shows it (spaces made underscores).
     static let commandName: String = {
-        guard let file = fopen("/proc/self/comm", "r") else { return "unknown" }
-        defer { fclose(file) }
-        var buffer = [CChar](repeating: 0, count: 64)
-        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return "unknown" }
-        let name = String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let name = firstLine(of: "/proc/self/comm") else { return "unknown" }
         return String(name.map { $0 == " " ? "_" : $0 })
     }()
+
+    /// A file's first line, without its newline.
+    private static func firstLine(of path: String) -> String? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 1024)
+        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return nil }
+        return String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
 
     private func appendReport(to path: String) {
         guard let file = fopen(path, "a") else { return }
