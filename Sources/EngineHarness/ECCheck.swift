@@ -172,6 +172,8 @@ final class Box<Value>: @unchecked Sendable {
     init(_ value: Value) { self.value = value }
 }
 
-final class KeyBox: @unchecked Sendable {
-    var key: OpaquePointer?
+/// Where a job's body leaves the key it made.
+public final class KeyBox: @unchecked Sendable {
+    public var key: OpaquePointer?
+    public init() {}
 }

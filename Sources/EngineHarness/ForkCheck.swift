@@ -15,11 +15,8 @@ public enum ForkCheck {
     public static func run(key: RSAKeyPair, inFlight: Int = 8, timeout: Double = 30) throws -> Report {
         let operations = (0..<inFlight).map { _ in RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key) }
         let expected = operations.map { $0.perform(on: key.softwareKey).output }
-        let outputs = operations.map { _ in OutputBox() }
-        let rsa = key.engineKey
-        let running = try AsyncBatch.start(zip(operations, outputs).map { operation, box in
-            return { let (result, output) = operation.perform(on: rsa); box.output = output; return result }
-        }, mode: .waitFD)
+        let (bodies, outputs) = RSAPrivateOperation.jobBodies(operations, on: key.engineKey)
+        let running = try AsyncBatch.start(bodies, mode: .waitFD)
 
         let child = fork()
         guard child >= 0 else { throw HarnessError("fork failed") }
@@ -57,11 +54,8 @@ public enum ForkCheck {
         for _ in 0..<forks {
             let operations = (0..<2).map { _ in RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key) }
             let expected = operations.map { $0.perform(on: key.softwareKey).output }
-            let outputs = operations.map { _ in OutputBox() }
-            let rsa = key.engineKey
-            guard let running = try? AsyncBatch.start(zip(operations, outputs).map { operation, box in
-                return { let (result, output) = operation.perform(on: rsa); box.output = output; return result }
-            }, mode: .waitFD) else { failed += 1; continue }
+            let (bodies, outputs) = RSAPrivateOperation.jobBodies(operations, on: key.engineKey)
+            guard let running = try? AsyncBatch.start(bodies, mode: .waitFD) else { failed += 1; continue }
             let child = fork()
             if child == 0 { _exit(finishes(running, outputs, expected, timeout: timeout) ? 0 : 1) }
             if !finishes(running, outputs, expected, timeout: timeout) { failed += 1 }

@@ -129,6 +129,16 @@ public struct RSAPrivateOperation: CustomStringConvertible, Sendable {
         }
     }
 
+    /// A job body per operation, each running it on `rsa`, and the boxes their outputs land in.
+    public static func jobBodies(_ operations: [RSAPrivateOperation], on rsa: OpaquePointer)
+        -> (bodies: [() -> Int32], outputs: [OutputBox]) {
+        let outputs = operations.map { _ in OutputBox() }
+        let bodies: [() -> Int32] = zip(operations, outputs).map { operation, box in
+            { let (result, output) = operation.perform(on: rsa); box.output = output; return result }
+        }
+        return (bodies, outputs)
+    }
+
     /// The call itself on one key: (return value, output bytes).
     public func perform(on rsa: OpaquePointer) -> (result: Int32, output: [UInt8]) {
         var output = [UInt8](repeating: 0, count: Int(RSA_size(rsa)))

@@ -51,15 +51,7 @@ public enum SelfCheck {
         guard let wakeMode = mode.wakeMode else {
             return operations.map { $0.perform(on: key.engineKey) }
         }
-        let outputs = operations.map { _ in OutputBox() }
-        let bodies: [() -> Int32] = zip(operations, outputs).map { operation, box in
-            let rsa = key.engineKey
-            return {
-                let (result, output) = operation.perform(on: rsa)
-                box.output = output
-                return result
-            }
-        }
+        let (bodies, outputs) = RSAPrivateOperation.jobBodies(operations, on: key.engineKey)
         let outcome = try AsyncBatch.run(bodies, mode: wakeMode)
         return zip(outcome.results, outputs).map { ($0, $1.output) }
     }
@@ -87,6 +79,8 @@ public enum SelfCheck {
     }
 }
 
-final class OutputBox: @unchecked Sendable {
-    var output: [UInt8] = []
+/// Where a job's body leaves its output: the job itself returns only an Int32.
+public final class OutputBox: @unchecked Sendable {
+    public var output: [UInt8] = []
+    public init() {}
 }

@@ -85,11 +85,7 @@ final class AsyncContractTests: EngineTestCase {
         let key = try RSAKeyPair(bits: 4096)
         let operations = signs(8, key: key)
         for mode in WakeMode.allCases {
-            let outputs = operations.map { _ in Box() }
-            let bodies: [() -> Int32] = zip(operations, outputs).map { operation, box in
-                let rsa = key.engineKey
-                return { let (result, output) = operation.perform(on: rsa); box.output = output; return result }
-            }
+            let (bodies, outputs) = RSAPrivateOperation.jobBodies(operations, on: key.engineKey)
             let outcome = try AsyncBatch.run(bodies, mode: mode, spurious: true)
             XCTAssertGreaterThan(outcome.spuriousResumes, 0, "one worker cannot have finished 8 4096-bit signs at once")
             assertMatchesSoftware(operations, zip(outcome.results, outputs).map { ($0, $1.output) }, key: key)

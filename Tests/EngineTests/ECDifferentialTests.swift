@@ -53,7 +53,7 @@ final class ECDifferentialTests: EngineTestCase {
     /// Keys made by the engine's X25519 keygen work everywhere in OpenSSL.
     func testGeneratedX25519KeysExportAndEncode() throws {
         for vector in ECXVector.all {
-            let box = KeyHolder()
+            let box = KeyBox()
             _ = try SelfCheck.inMode(.waitFD) { box.key = vector.generate(); return box.key == nil ? 0 : 1 }
             let key = try XCTUnwrap(box.key)
             defer { EVP_PKEY_free(key) }
@@ -74,8 +74,4 @@ final class ECDifferentialTests: EngineTestCase {
             CRYPTO_free(encoded, #file, #line)
         }
     }
-}
-
-final class KeyHolder: @unchecked Sendable {
-    var key: OpaquePointer?
 }

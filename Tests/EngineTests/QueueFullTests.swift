@@ -10,11 +10,7 @@ final class QueueFullTests: EngineTestCase {
     func runFullQueue(mode: WakeMode) throws -> (AsyncBatch.Outcome, Int) {
         let key = try RSAKeyPair(bits: 2048)
         let operations = (0..<24).map { _ in RSAPrivateOperation.random(.encrypt, padding: RSA_NO_PADDING, key: key) }
-        let outputs = operations.map { _ in Box() }
-        let bodies: [() -> Int32] = zip(operations, outputs).map { operation, box in
-            let rsa = key.engineKey
-            return { let (result, output) = operation.perform(on: rsa); box.output = output; return result }
-        }
+        let (bodies, outputs) = RSAPrivateOperation.jobBodies(operations, on: key.engineKey)
         var outcome: AsyncBatch.Outcome!
         let counters = try countersDelta { outcome = try AsyncBatch.run(bodies, mode: mode) }
         for (index, operation) in operations.enumerated() {
