@@ -11,7 +11,7 @@ ENGINE_FLAGS := -c release --scratch-path $(ENGINE_BUILD) --product swiftasync -
 	-Xlinker -z -Xlinker nodelete \
 	-Xlinker --version-script=$(CURDIR)/Sources/CEngineShim/exports.map
 
-.PHONY: all engine loader install deps test stress bench bench-tls clean
+.PHONY: all engine loader install deps test sanitize stress bench bench-tls clean
 
 all: engine loader
 
@@ -36,6 +36,11 @@ loader:
 test: engine
 	$(SWIFT) build --build-tests
 	SWIFTASYNC_SO=$(ENGINE_ABS) $(SWIFT) test --skip-build --disable-swift-testing
+
+# The engine and the whole suite under AddressSanitizer with UBSan, then ThreadSanitizer.
+sanitize: deps
+	SWIFT=$(SWIFT) scripts/sanitize.sh address
+	SWIFT=$(SWIFT) scripts/sanitize.sh thread
 
 # Hardening checks that take minutes (valgrind memcheck over openssl speed).
 stress: engine

@@ -26,7 +26,7 @@ let package = Package(
             "EngineHarness", "CLinuxEvents",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "SwiftEngineTests", dependencies: ["SwiftEngine"]),
+        .testTarget(name: "SwiftEngineTests", dependencies: ["SwiftEngine", "EngineHarness"]),
         .testTarget(name: "EngineTests", dependencies: ["EngineHarness", "COpenSSL"]),
     ]
 )

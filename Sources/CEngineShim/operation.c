@@ -41,6 +41,13 @@ int sa_record_is_done(sa_record *record)
     return atomic_load_explicit(&record->done, memory_order_acquire);
 }
 
+static void copy_or_empty(char *to, const char *from, size_t size)
+{
+    to[0] = '\0';
+    if (from != NULL)
+        OPENSSL_strlcpy(to, from, size);
+}
+
 static void capture_errors(sa_record *record)
 {
     const char *file, *func, *data;
@@ -53,12 +60,11 @@ static void capture_errors(sa_record *record)
             continue;   /* keep the oldest: they name the cause */
         slot = &record->errors[record->error_count++];
         slot->code = code;
-        slot->file = file;
+        copy_or_empty(slot->file, file, sizeof(slot->file));
         slot->line = line;
-        slot->func = func;
-        slot->data[0] = '\0';
-        if ((flags & ERR_TXT_STRING) != 0 && data != NULL)
-            OPENSSL_strlcpy(slot->data, data, sizeof(slot->data));
+        copy_or_empty(slot->func, func, sizeof(slot->func));
+        copy_or_empty(slot->data, (flags & ERR_TXT_STRING) != 0 ? data : NULL,
+                      sizeof(slot->data));
     }
 }
 

@@ -15,9 +15,9 @@
 /* One entry of a worker's error queue, carried back to the caller's. */
 typedef struct sa_captured_error {
     unsigned long code;
-    const char *file;     /* static strings inside libcrypto */
+    char file[96];        /* copies: the worker's queue frees its own on clearing */
     int line;
-    const char *func;
+    char func[64];
     char data[160];
 } sa_captured_error;
 

@@ -1,6 +1,5 @@
 import COpenSSL
 import Foundation
-import Synchronization
 
 /// How a paused job's owner learns it can resume.
 public enum WakeMode: String, CaseIterable, Sendable {
@@ -147,7 +146,7 @@ enum CallbackPipe {
         precondition(pipe(&fds) == 0, "pipe failed")
         return (fds[0], fds[1])
     }()
-    private static let batches = Mutex(UInt64(0))
+    private static let batches = Locked(UInt64(0))
 
     static func newBatch() -> UInt64 { batches.withLock { $0 += 1; return $0 } }
 

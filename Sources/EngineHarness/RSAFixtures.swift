@@ -1,6 +1,5 @@
 import COpenSSL
 import Foundation
-import Synchronization
 
 /// One RSA key twice: `engineKey` was created while swiftasync was the default
 /// RSA engine, so its private operations go through the engine;
@@ -10,7 +9,7 @@ public final class RSAKeyPair: @unchecked Sendable {
     public let engineKey: OpaquePointer
     public let softwareKey: OpaquePointer
 
-    private static let generated = Mutex<[Int: [UInt8]]>([:])
+    private static let generated = Locked<[Int: [UInt8]]>([:])
 
     /// DER of a key of `bits`, generated once per process.
     public static func der(bits: Int) throws -> [UInt8] {

@@ -2,7 +2,6 @@ import CLinuxEvents
 import COpenSSL
 import EngineHarness
 import Glibc
-import Synchronization
 
 /// The reference for linking the engine into a TLS application: one
 /// event-loop thread, epoll, non-blocking sockets, SSL_MODE_ASYNC and
@@ -52,7 +51,7 @@ final class EventLoopServer {
     private static let response = Array("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n".utf8)
 
     /// Tokens the engine's workers handed over: the only state shared with them.
-    private static let ready = Mutex<[UInt64]>([])
+    private static let ready = Locked<[UInt64]>([])
     nonisolated(unsafe) private static var readyWakeup: Int32 = -1
 
     private static let listenerToken: UInt64 = 0

@@ -1,7 +1,6 @@
 import COpenSSL
 import EngineHarness
 import Foundation
-import Synchronization
 import XCTest
 
 /// The engine's side of SSL_set_async_callback(3): wait fds, callbacks,
@@ -130,7 +129,7 @@ final class AsyncContractTests: EngineTestCase {
         try engine.set("THREADS", "1")
         let key = try RSAKeyPair(bits: 1024)
         let operations = signs(32, key: key)
-        let results = Mutex<[Int: (Int32, [UInt8])]>([:])
+        let results = Locked<[Int: (Int32, [UInt8])]>([:])
         DispatchQueue.concurrentPerform(iterations: operations.count) { index in
             let got = operations[index].perform(on: key.engineKey)
             results.withLock { $0[index] = got }

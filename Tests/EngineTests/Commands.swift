@@ -19,6 +19,9 @@ enum Commands {
             .deletingLastPathComponent().path
     }
 
+    /// Third-party programs the tests make load the engine (engine-loader is built with the tests).
+    static let programsLoadingTheEngine: Set<String> = ["openssl", "haproxy", "nginx"]
+
     /// Starts `arguments` (looked up on PATH, or a path); stdout and stderr go to `output`.
     static func launch(_ arguments: [String], environment: [String: String] = [:], directory: String? = nil,
                        output: Any? = nil, keepStandardInputOpen: Bool = false) throws -> Process {
@@ -27,6 +30,10 @@ enum Commands {
         process.arguments = arguments
         var merged = ProcessInfo.processInfo.environment
         merged["OPENSSL_CONF"] = nil
+        if let runtime = merged["SWIFTASYNC_SANITIZER_RUNTIME"], let program = arguments.first,
+           programsLoadingTheEngine.contains(program) {
+            merged["LD_PRELOAD"] = runtime   // a sanitized engine needs its runtime in programs built without it
+        }
         merged.merge(environment) { $1 }
         process.environment = merged
         if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }

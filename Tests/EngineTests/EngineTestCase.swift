@@ -7,6 +7,9 @@ import XCTest
 class EngineTestCase: XCTestCase {
     var engine: LoadedEngine!
 
+    /// The sanitizer the engine and tests were built with (scripts/sanitize.sh), if any.
+    static let sanitizer = ProcessInfo.processInfo.environment["SWIFTASYNC_SANITIZER"]
+
     /// Ctrl commands for this test class's engine.
     var engineSettings: [(String, String)] { [] }
 

@@ -1,3 +1,4 @@
+import EngineHarness
 import Synchronization
 import XCTest
 @testable import SwiftEngine
@@ -5,8 +6,8 @@ import XCTest
 /// The pool on its own, with plain work items: no OpenSSL involved.
 final class WorkerPoolTests: XCTestCase {
     final class Recorder: @unchecked Sendable {
-        let seen = Mutex<[Int]>([])
-        let gate = Mutex<Bool>(true)
+        let seen = Locked<[Int]>([])
+        let gate = Locked<Bool>(true)
     }
 
     func item(_ value: Int) -> UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: value)! }
@@ -96,7 +97,7 @@ final class WorkerPoolTests: XCTestCase {
 
     func testShutdownFromAWorkerDoesNotDeadlock() {
         let finished = Atomic<Bool>(false)
-        let holder = Mutex<WorkerPool?>(nil)
+        let holder = Locked<WorkerPool?>(nil)
         let pool = WorkerPool(threadCount: 2, queueCapacity: 4, execute: { _ in }, notify: { _ in
             holder.withLock { $0 }?.shutdown()
             finished.store(true, ordering: .releasing)

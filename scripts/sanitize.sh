@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The engine and the whole test suite under a sanitizer:
+#   scripts/sanitize.sh address   AddressSanitizer (C and Swift) + UBSan (C)
+#   scripts/sanitize.sh thread    ThreadSanitizer (C and Swift)
+# The engine .so keeps its shipping form (static Swift runtime, nodelete,
+# version script); programs built without the sanitizer (openssl, nginx,
+# HAProxy) get its runtime through LD_PRELOAD. Every process writes its
+# reports under one folder: any report there fails the run, whoever wrote it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sanitizer=${1:?address or thread}
+swift=${SWIFT:-swift}
+extra_filter=${2:-}
+
+case "$sanitizer" in
+address)
+    flags=(--sanitize=address -Xcc -fsanitize=undefined -Xcc -fno-sanitize-recover=undefined)
+    runtime_name=asan ;;
+thread)
+    flags=(--sanitize=thread)
+    runtime_name=tsan ;;
+*) echo "unknown sanitizer $sanitizer" >&2; exit 2 ;;
+esac
+
+toolchain=$(dirname "$(dirname "$(readlink -f "$(command -v "$swift")")")")
+runtime=$(ls "$toolchain"/lib/clang/*/lib/linux/libclang_rt.$runtime_name-x86_64.so | head -1)
+# The toolchain's TSan runtime refers to libdispatch: load it beside.
+[ "$sanitizer" = thread ] && runtime="$runtime $toolchain/lib/swift/linux/libdispatch.so"
+engine_build=.build-$sanitizer-engine
+tests_build=.build-$sanitizer
+so=$PWD/build/swiftasync-$sanitizer.so
+
+"$swift" build -c release --scratch-path "$engine_build" --product swiftasync --disable-local-rpath \
+    "${flags[@]}" -Xswiftc -static-stdlib -Xlinker -z -Xlinker nodelete \
+    -Xlinker --version-script="$PWD/Sources/CEngineShim/exports.map"
+mkdir -p build
+cp "$("$swift" build -c release --scratch-path "$engine_build" "${flags[@]}" --show-bin-path)/libswiftasync.so" "$so"
+# Exported, the runtime in the test binary and engine-loader serves the .so they load.
+"$swift" build --build-tests --scratch-path "$tests_build" "${flags[@]}" -Xlinker --export-dynamic
+tests=$("$swift" build --scratch-path "$tests_build" "${flags[@]}" --show-bin-path)/swiftasyncPackageTests.xctest
+
+reports=$(mktemp -d /tmp/swiftasync-$sanitizer.XXXXXX)
+chmod 1777 "$reports"   # servers drop privileges and still write their reports here
+common="log_path=$reports/report:print_suppressions=0"
+export SWIFTASYNC_SO=$so
+export SWIFTASYNC_SANITIZER_RUNTIME=$runtime
+export SWIFTASYNC_SANITIZER=$sanitizer
+export UBSAN_OPTIONS="$common:print_stacktrace=1:halt_on_error=1"
+# Leaks are left to valgrind (scripts/stress.sh): paused jobs that an
+# application abandons, and XCTest's own, are not the engine's to free.
+export ASAN_OPTIONS="$common:detect_leaks=0:abort_on_error=0:handle_abort=1"
+export TSAN_OPTIONS="$common:halt_on_error=0:die_after_fork=0:suppressions=$PWD/scripts/tsan.supp"
+
+status=0
+# shellcheck disable=SC2086
+"$tests" $extra_filter > "$reports/xctest.log" 2>&1 || status=$?
+grep -E "^Test Case .*(passed|failed)|error:|Executed" "$reports/xctest.log" || true
+# ASan warns once per process about OpenSSL's fibre stacks (its jobs swap stacks): not a finding.
+for report in "$reports"/report*; do
+    [ -e "$report" ] || continue
+    if ! grep -v -E "ignoring requested __asan_handle_no_return|False positive error reports may follow|google/sanitizers/issues/189" "$report" | grep -q .; then
+        rm -f "$report"
+    fi
+done
+found=$(find "$reports" -name 'report*' | wc -l)
+for report in "$reports"/report*; do
+    [ -e "$report" ] && { echo "== $report"; head -80 "$report"; }
+done
+echo "$sanitizer sanitizer: test status $status, $found report(s) in $reports"
+if [ "$status" -ne 0 ] || [ "$found" -ne 0 ]; then
+    echo "$sanitizer sanitizer: 0 passed, 1 failed"
+    exit 1
+fi
+rm -rf "$reports"
+echo "$sanitizer sanitizer: 1 passed, 0 failed"
