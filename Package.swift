@@ -21,7 +21,7 @@ let package = Package(
                 cSettings: opensslCompat),
         .target(name: "SwiftEngine", dependencies: ["CEngineShim"]),
         .systemLibrary(name: "CLinuxEvents"),
-        .target(name: "EngineHarness", dependencies: ["COpenSSL"]),
+        .target(name: "EngineHarness", dependencies: ["COpenSSL", "CLinuxEvents"]),
         .executableTarget(name: "engine-loader", dependencies: [
             "EngineHarness", "CLinuxEvents",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

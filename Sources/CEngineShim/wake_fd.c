@@ -59,18 +59,21 @@ static void wake_fd_cleanup(ASYNC_WAIT_CTX *wait_ctx, const void *key,
     sa_wake_fd_release(wake_fd);
 }
 
-void sa_wake_deliver(const sa_wake *wake)
+int sa_wake_deliver(const sa_wake *wake)
 {
     sa_wake_fd *wake_fd = wake->guard;
+    int alive;
 
     pthread_mutex_lock(&wake_fd->lock);
-    if (wake_fd->wait_ctx_alive) {
+    alive = wake_fd->wait_ctx_alive;
+    if (alive) {
         if (wake->callback != NULL)
             wake->callback(wake->callback_arg);
         else
             sa_wake_fd_signal(wake_fd);
     }
     pthread_mutex_unlock(&wake_fd->lock);
+    return alive;
 }
 
 static sa_wake_fd *wake_fd_create(ASYNC_WAIT_CTX *wait_ctx)

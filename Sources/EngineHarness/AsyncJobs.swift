@@ -26,7 +26,7 @@ public final class AsyncBatch {
     final class Slot {
         let body: () -> Int32
         var job: OpaquePointer?
-        let waitContext: OpaquePointer
+        var waitContext: OpaquePointer!
         var result: Int32 = 0
         var finished = false
         init(body: @escaping () -> Int32) {
@@ -76,6 +76,25 @@ public final class AsyncBatch {
         self.mode = mode
     }
 
+    /// Frees the wait ctx of every job still paused, as an application does
+    /// when it closes connections mid-operation; those jobs are never
+    /// resumed. Returns the wait fds the freed ctxs had.
+    public func abandonPending() -> [Int32] {
+        var fds: [Int32] = []
+        for index in pending.sorted() {
+            fds += Self.waitFDs(slots[index].waitContext)
+            ASYNC_WAIT_CTX_free(slots[index].waitContext)
+            slots[index].waitContext = nil
+        }
+        pending.removeAll()
+        return fds
+    }
+
+    /// Jobs of this batch called back within `seconds`.
+    public func callbacks(within seconds: Double) -> [Int] {
+        CallbackPipe.tokens(batch: batch, within: seconds)
+    }
+
     /// Resumes jobs as their wake-ups arrive until all have finished.
     public func finish(timeout: Double = 60) throws -> Outcome {
         while !pending.isEmpty {
@@ -116,15 +135,20 @@ public final class AsyncBatch {
         }
     }
 
+    static func waitFDs(_ waitContext: OpaquePointer) -> [Int32] {
+        var count = 0
+        ASYNC_WAIT_CTX_get_all_fds(waitContext, nil, &count)
+        var fds = [Int32](repeating: -1, count: count)
+        ASYNC_WAIT_CTX_get_all_fds(waitContext, &fds, &count)
+        return fds
+    }
+
     private static func readyByFD(_ slots: [Slot], _ pending: Set<Int>, timeout: Double) throws -> [Int] {
         var polled: [pollfd] = []
         var owners: [Int] = []
         for index in pending.sorted() {
-            var count = 0
-            ASYNC_WAIT_CTX_get_all_fds(slots[index].waitContext, nil, &count)
-            var fds = [Int32](repeating: -1, count: count)
-            ASYNC_WAIT_CTX_get_all_fds(slots[index].waitContext, &fds, &count)
-            guard count > 0 else { throw HarnessError("paused job \(index) registered no wait fd") }
+            let fds = waitFDs(slots[index].waitContext)
+            guard !fds.isEmpty else { throw HarnessError("paused job \(index) registered no wait fd") }
             for fd in fds {
                 polled.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0))
                 owners.append(index)
@@ -157,6 +181,11 @@ enum CallbackPipe {
     static let callback: ASYNC_callback_fn = { argument in
         var token = UInt64(UInt(bitPattern: argument))
         return write(CallbackPipe.fds.write, &token, 8) == 8 ? 1 : 0
+    }
+
+    /// Like wait, with none for a timeout.
+    static func tokens(batch: UInt64, within seconds: Double) -> [Int] {
+        (try? wait(batch: batch, timeout: seconds)) ?? []
     }
 
     /// Job indices of this batch that were called back; waits up to `timeout`.

@@ -6,10 +6,7 @@ import Foundation
 /// in flight (where they have it) and then run fresh operations; none may hang.
 /// Wait fds only: a callback's pipe would be shared by parent and child.
 public enum ForkCheck {
-    public struct Report {
-        public var lines: [String] = []
-        public var failures = 0
-    }
+    public typealias Report = CheckReport
 
     /// Signs `inFlight` digests in paused jobs, forks, and checks every process.
     public static func run(key: RSAKeyPair, inFlight: Int = 8, timeout: Double = 30) throws -> Report {
@@ -32,11 +29,8 @@ public enum ForkCheck {
             }
             _exit(ok ? 0 : 1)
         }
-        var report = Report()
-        func note(_ ok: Bool, _ line: String) {
-            report.lines.append("\(ok ? "ok  " : "FAIL") fork: \(line)")
-            if !ok { report.failures += 1 }
-        }
+        var report = Report(section: "fork")
+        func note(_ ok: Bool, _ line: String) { report.note(ok, line) }
         note(finishes(running, outputs, expected, timeout: timeout),
              "the parent finished the \(inFlight) signatures in flight at the fork, byte-equal")
         note(freshWork(key, timeout: timeout), "the parent signs after the fork")

@@ -128,65 +128,21 @@ public enum TLSHandshakes {
         return Array(hello.prefix(Int(length)))
     }
 
-    public static func run(identity: TLSIdentity, options: Options) throws -> Outcome {
-        let clientContext = SSL_CTX_new(TLS_client_method())!
-        let serverContext = SSL_CTX_new(TLS_server_method())!
-        defer { SSL_CTX_free(clientContext); SSL_CTX_free(serverContext) }
-        for context in [clientContext, serverContext] {
-            harness_ctx_set_max_proto_version(context, options.maxVersion)
-            if let ciphers = options.cipherList { SSL_CTX_set_cipher_list(context, ciphers) }
-            if let groups = options.groups, harness_ctx_set1_groups_list(context, groups) != 1 {
-                throw HarnessError("groups \(groups) refused")
-            }
-            harness_ctx_disable_resumption(context)
-        }
-        guard SSL_CTX_use_certificate(serverContext, identity.certificate) == 1,
-              SSL_CTX_use_PrivateKey(serverContext, identity.key) == 1 else {
-            throw HarnessError("server identity refused")
-        }
-        harness_ctx_set_mode(serverContext, Int(SSL_MODE_ASYNC))
-        if options.wake == .callback {
-            guard SSL_CTX_set_async_callback(serverContext, CallbackPipe.sslCallback) == 1 else {
-                throw HarnessError("SSL_CTX_set_async_callback failed")
-            }
-        }
-        let batch = CallbackPipe.newBatch()
-        let connections = try (0..<options.connections).map { index -> Connection in
-            let connection = Connection(client: SSL_new(clientContext)!, server: SSL_new(serverContext)!)
-            var clientBIO: OpaquePointer?, serverBIO: OpaquePointer?
-            guard BIO_new_bio_pair(&clientBIO, 0, &serverBIO, 0) == 1 else { throw HarnessError("BIO pair") }
-            SSL_set_bio(connection.client, clientBIO, clientBIO)
-            SSL_set_bio(connection.server, serverBIO, serverBIO)
-            SSL_set_connect_state(connection.client)
-            SSL_set_accept_state(connection.server)
-            SSL_set_async_callback_arg(connection.server, CallbackPipe.argument(batch: batch, index: index))
-            return connection
-        }
+    /// Client and server contexts set up for `options`, freed together.
+    final class Contexts {
+        let client = SSL_CTX_new(TLS_client_method())!
+        let server = SSL_CTX_new(TLS_server_method())!
+        deinit { SSL_CTX_free(client); SSL_CTX_free(server) }
+    }
 
+    public static func run(identity: TLSIdentity, options: Options) throws -> Outcome {
+        let batch = CallbackPipe.newBatch()
+        let (contexts, connections) = try connect(identity: identity, options: options, batch: batch)
+        defer { withExtendedLifetime(contexts) {} }
         var outcome = Outcome()
         var rounds = 0
         while connections.contains(where: { !$0.clientDone || !$0.serverDone }) {
-            var progressed = false
-            for connection in connections {
-                if !connection.clientDone {
-                    let result = SSL_do_handshake(connection.client)
-                    if result == 1 { connection.clientDone = true; progressed = true }
-                    else { try expectRetry(connection.client, result, "client") }
-                }
-                if !connection.serverDone && !connection.waitingForEngine {
-                    let result = SSL_do_handshake(connection.server)
-                    if result == 1 {
-                        connection.serverDone = true
-                        progressed = true
-                        outcome.versions.insert(String(cString: SSL_get_version(connection.server)))
-                    } else if SSL_get_error(connection.server, result) == SSL_ERROR_WANT_ASYNC {
-                        connection.waitingForEngine = true
-                        outcome.wantAsync += 1
-                    } else {
-                        try expectRetry(connection.server, result, "server")
-                    }
-                }
-            }
+            let progressed = try step(connections, &outcome)
             let waiting = connections.indices.filter { connections[$0].waitingForEngine }
             if waiting.isEmpty {
                 guard progressed || rounds < 10_000 else { throw HarnessError("handshakes stalled") }
@@ -208,6 +164,99 @@ public enum TLSHandshakes {
         return outcome
     }
 
+    /// What an application left behind when it freed connections mid-handshake.
+    public struct Abandoned {
+        /// The async fds the freed servers had: closed now, their numbers free for reuse.
+        public var fds: [Int32]
+        let batch: UInt64
+
+        /// Connections of this batch called back within `seconds`: none may be, once freed.
+        public func callbacks(within seconds: Double) -> [Int] {
+            CallbackPipe.tokens(batch: batch, within: seconds)
+        }
+    }
+
+    /// Drives every handshake until its server waits for the engine
+    /// (SSL_ERROR_WANT_ASYNC, an operation in flight), then SSL_frees every
+    /// connection without resuming it, as a server does with a client that
+    /// hung up.
+    public static func abandonMidHandshake(identity: TLSIdentity, options: Options) throws -> Abandoned {
+        let batch = CallbackPipe.newBatch()
+        var (contexts, connections) = try connect(identity: identity, options: options, batch: batch)
+        defer { withExtendedLifetime(contexts) {} }
+        var outcome = Outcome()
+        var rounds = 0
+        while connections.contains(where: { !$0.waitingForEngine }) {
+            guard try step(connections, &outcome) || rounds < 10_000 else { throw HarnessError("handshakes stalled") }
+            rounds += 1
+            if connections.contains(where: \.serverDone) { throw HarnessError("a handshake finished before the engine was done") }
+        }
+        let fds = connections.flatMap { asyncFDs($0.server) }
+        connections.removeAll()   // SSL_free, client and server
+        return Abandoned(fds: fds, batch: batch)
+    }
+
+    private static func connect(identity: TLSIdentity, options: Options, batch: UInt64) throws -> (Contexts, [Connection]) {
+        let contexts = Contexts()
+        let clientContext = contexts.client, serverContext = contexts.server
+        for context in [clientContext, serverContext] {
+            harness_ctx_set_max_proto_version(context, options.maxVersion)
+            if let ciphers = options.cipherList { SSL_CTX_set_cipher_list(context, ciphers) }
+            if let groups = options.groups, harness_ctx_set1_groups_list(context, groups) != 1 {
+                throw HarnessError("groups \(groups) refused")
+            }
+            harness_ctx_disable_resumption(context)
+        }
+        guard SSL_CTX_use_certificate(serverContext, identity.certificate) == 1,
+              SSL_CTX_use_PrivateKey(serverContext, identity.key) == 1 else {
+            throw HarnessError("server identity refused")
+        }
+        harness_ctx_set_mode(serverContext, Int(SSL_MODE_ASYNC))
+        if options.wake == .callback {
+            guard SSL_CTX_set_async_callback(serverContext, CallbackPipe.sslCallback) == 1 else {
+                throw HarnessError("SSL_CTX_set_async_callback failed")
+            }
+        }
+        let connections = try (0..<options.connections).map { index -> Connection in
+            let connection = Connection(client: SSL_new(clientContext)!, server: SSL_new(serverContext)!)
+            var clientBIO: OpaquePointer?, serverBIO: OpaquePointer?
+            guard BIO_new_bio_pair(&clientBIO, 0, &serverBIO, 0) == 1 else { throw HarnessError("BIO pair") }
+            SSL_set_bio(connection.client, clientBIO, clientBIO)
+            SSL_set_bio(connection.server, serverBIO, serverBIO)
+            SSL_set_connect_state(connection.client)
+            SSL_set_accept_state(connection.server)
+            SSL_set_async_callback_arg(connection.server, CallbackPipe.argument(batch: batch, index: index))
+            return connection
+        }
+        return (contexts, connections)
+    }
+
+    /// One turn of every connection that is not waiting for the engine; true if any finished.
+    private static func step(_ connections: [Connection], _ outcome: inout Outcome) throws -> Bool {
+            var progressed = false
+            for connection in connections {
+                if !connection.clientDone {
+                    let result = SSL_do_handshake(connection.client)
+                    if result == 1 { connection.clientDone = true; progressed = true }
+                    else { try expectRetry(connection.client, result, "client") }
+                }
+                if !connection.serverDone && !connection.waitingForEngine {
+                    let result = SSL_do_handshake(connection.server)
+                    if result == 1 {
+                        connection.serverDone = true
+                        progressed = true
+                        outcome.versions.insert(String(cString: SSL_get_version(connection.server)))
+                    } else if SSL_get_error(connection.server, result) == SSL_ERROR_WANT_ASYNC {
+                        connection.waitingForEngine = true
+                        outcome.wantAsync += 1
+                    } else {
+                        try expectRetry(connection.server, result, "server")
+                    }
+                }
+            }
+            return progressed
+    }
+
     private static func expectRetry(_ ssl: OpaquePointer, _ result: Int32, _ side: String) throws {
         let error = SSL_get_error(ssl, result)
         guard error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE else {
@@ -215,15 +264,19 @@ public enum TLSHandshakes {
         }
     }
 
+    private static func asyncFDs(_ ssl: OpaquePointer) -> [Int32] {
+        var count = 0
+        SSL_get_all_async_fds(ssl, nil, &count)
+        var fds = [Int32](repeating: -1, count: count)
+        SSL_get_all_async_fds(ssl, &fds, &count)
+        return fds
+    }
+
     private static func readyByAsyncFD(_ connections: [Connection], _ waiting: [Int], timeout: Double) throws -> [Int] {
         var polled: [pollfd] = []
         var owners: [Int] = []
         for index in waiting {
-            var count = 0
-            SSL_get_all_async_fds(connections[index].server, nil, &count)
-            var fds = [Int32](repeating: -1, count: count)
-            SSL_get_all_async_fds(connections[index].server, &fds, &count)
-            for fd in fds {
+            for fd in asyncFDs(connections[index].server) {
                 polled.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0))
                 owners.append(index)
             }

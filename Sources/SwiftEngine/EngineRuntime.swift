@@ -249,8 +249,10 @@ final class EngineRuntime: @unchecked Sendable {
     /// Then the owner is woken and the worker lets go of the record.
     private func notify(_ item: UnsafeMutableRawPointer) {
         let operation = item.assumingMemoryBound(to: sa_operation.self)
-        Wakeup.deliver(operation.pointee.wake)
+        statistics.counters(for: operation.pointee.algorithm).completed.increment()
+        if !Wakeup.deliver(operation.pointee.wake) { statistics.wakeupsWithheld.increment() }
         sa_operation_release(operation)
+        publisher.noteChange()
     }
 
     // MARK: Statistics

@@ -5,6 +5,8 @@ import Synchronization
 final class Statistics: Sendable {
     final class Counters: Sendable {
         let offloaded = Atomic<Int>(0)
+        /// Handed back by a worker: offloaded minus completed are in flight.
+        let completed = Atomic<Int>(0)
         let inline = Atomic<Int>(0)
         let retried = Atomic<Int>(0)
         let failed = Atomic<Int>(0)
@@ -29,6 +31,8 @@ final class Statistics: Sendable {
     private let counters: [Counters] = Statistics.algorithmNames.map { _ in Counters() }
     /// Deepest the running pool's queue has been (the last pool's, once stopped).
     let queueHighWater = Atomic<Int>(0)
+    /// Finished operations whose connection the application had freed: not woken.
+    let wakeupsWithheld = Atomic<Int>(0)
 
     func counters(for algorithm: sa_algorithm) -> Counters {
         counters[Int(algorithm.rawValue)]
@@ -46,9 +50,11 @@ final class Statistics: Sendable {
 
     /// One header line, then one line per algorithm: `name key=value ...`.
     func report(header: String) -> String {
-        var text = header + " queue_high_water=\(queueHighWater.load(ordering: .relaxed))\n"
+        var text = header + " queue_high_water=\(queueHighWater.load(ordering: .relaxed))"
+            + " wakeups_withheld=\(wakeupsWithheld.load(ordering: .relaxed))\n"
         for (name, counter) in zip(Self.algorithmNames, counters) {
             text += "\(name) offloaded=\(counter.offloaded.load(ordering: .relaxed))"
+                + " completed=\(counter.completed.load(ordering: .relaxed))"
                 + " inline=\(counter.inline.load(ordering: .relaxed))"
                 + " retried=\(counter.retried.load(ordering: .relaxed))"
                 + " failed=\(counter.failed.load(ordering: .relaxed))\n"

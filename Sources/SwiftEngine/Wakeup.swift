@@ -4,14 +4,17 @@ import Glibc
 /// How a finished operation's owner learns of it: the app's async callback,
 /// or one count added to an eventfd (a job's wait fd, or a blocked thread's).
 enum Wakeup {
-    static func deliver(_ wake: sa_wake) {
+    /// False if the owner had freed the connection: nothing was delivered.
+    static func deliver(_ wake: sa_wake) -> Bool {
         if wake.guard != nil {
             var wake = wake
-            sa_wake_deliver(&wake)   // nothing, if the app freed the connection meanwhile
-        } else if wake.fd >= 0 {
+            return sa_wake_deliver(&wake) != 0
+        }
+        if wake.fd >= 0 {
             var one: UInt64 = 1
             while write(wake.fd, &one, MemoryLayout<UInt64>.size) < 0 && errno == EINTR {}
         }
+        return true
     }
 }
 

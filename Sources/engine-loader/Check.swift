@@ -24,7 +24,7 @@ struct Check: ParsableCommand {
     var allCurves = false
 
     enum Section: String, CaseIterable, ExpressibleByArgument {
-        case rsa, ec, x25519, tls, fork
+        case rsa, ec, x25519, tls, fork, cancel
     }
 
     @Option(help: "Only these sections (\(Section.allCases.map(\.rawValue).joined(separator: ", "))).")
@@ -80,6 +80,11 @@ struct Check: ParsableCommand {
         if only.contains(.tls) { failures += try checkHandshakes(engine) }
         if only.contains(.fork) {
             let report = try ForkCheck.run(key: try RSAKeyPair(bits: 2048))
+            report.lines.forEach { print($0) }
+            failures += report.failures
+        }
+        if only.contains(.cancel) {   // last: it leaves the pool slow, and jobs abandoned
+            let report = try CancelCheck.run(engine: engine)
             report.lines.forEach { print($0) }
             failures += report.failures
         }

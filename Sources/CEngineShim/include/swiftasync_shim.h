@@ -60,9 +60,9 @@ void sa_operation_release(sa_operation *op);
 /*
  * Calls wake->callback or signals wake->fd, unless the application has freed
  * the wait ctx (and with it the connection behind the callback's argument,
- * and the eventfd) meanwhile.
+ * and the eventfd) meanwhile. Returns 0 if it withheld the wake-up.
  */
-void sa_wake_deliver(const sa_wake *wake);
+int sa_wake_deliver(const sa_wake *wake);
 /* A worker thread is about to exit: frees OpenSSL's state for the thread. */
 void sa_worker_will_exit(void);
 /* A blocking eventfd for a thread that waits outside async jobs; -1 on error. */
