@@ -11,7 +11,7 @@ ENGINE_FLAGS := -c release --scratch-path $(ENGINE_BUILD) --product swiftasync -
 	-Xlinker -z -Xlinker nodelete \
 	-Xlinker --version-script=$(CURDIR)/Sources/CEngineShim/exports.map
 
-.PHONY: all engine loader install deps test sanitize stress bench bench-tls clean
+.PHONY: all engine loader install deps test sanitize fuzz stress bench bench-tls clean
 
 all: engine loader
 
@@ -42,9 +42,15 @@ sanitize: deps
 	SWIFT=$(SWIFT) scripts/sanitize.sh address
 	SWIFT=$(SWIFT) scripts/sanitize.sh thread
 
-# Hardening checks that take minutes (valgrind memcheck over openssl speed).
+# libFuzzer over the RSA and EC entry points, differential: FUZZ_SECONDS=3600 for longer.
+fuzz: deps
+	SWIFT=$(SWIFT) scripts/fuzz.sh
+
+# Hardening checks that take minutes: valgrind memcheck over openssl speed,
+# then the soak (SOAK_OPS=2000000 for a longer one).
 stress: engine
-	ENGINE_SO=$(ENGINE_ABS) scripts/stress.sh
+	$(SWIFT) build --product engine-loader
+	ENGINE_SO=$(ENGINE_ABS) ENGINE_LOADER=$$($(SWIFT) build --show-bin-path)/engine-loader scripts/stress.sh
 
 # The main job: the engine against plain OpenSSL, side by side, with ratios.
 bench: engine

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Hardening checks too slow for the unit tests, in bounded time.
-# valgrind memcheck over openssl speed with the engine and async jobs: no
-# invalid access and no definite leak may come from the engine.
+# 1. valgrind memcheck over openssl speed with the engine and async jobs: no
+#    invalid access and no definite leak may come from the engine.
+# 2. The soak: SOAK_OPS (default 300000) mixed operations in random
+#    interleavings, each checked against default OpenSSL, each run exactly once.
 set -euo pipefail
 engine=${ENGINE_SO:?path of swiftasync.so}
+loader=${ENGINE_LOADER:?path of engine-loader}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 command -v valgrind >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
@@ -22,3 +25,9 @@ if [ "$status" -ne 0 ]; then
     exit 1
 fi
 echo "valgrind memcheck: 1 passed, 0 failed"
+
+if ! timeout 1200 "$loader" soak --engine "$engine" --operations "${SOAK_OPS:-300000}"; then
+    echo "soak: 0 passed, 1 failed"
+    exit 1
+fi
+echo "soak: 1 passed, 0 failed"

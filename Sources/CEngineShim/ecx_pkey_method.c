@@ -29,14 +29,15 @@ typedef int (*pkey_derive_fn)(EVP_PKEY_CTX *ctx, unsigned char *key, size_t *key
 
 typedef struct ecx_variant {
     int nid;
+    size_t secret_length;
     sa_algorithm keygen_algorithm;
     sa_algorithm derive_algorithm;
     pkey_keygen_fn software_keygen;
     pkey_derive_fn software_derive;
 } ecx_variant;
 
-static ecx_variant x25519 = { NID_X25519, SA_ALG_X25519_KEYGEN, SA_ALG_X25519_DERIVE, NULL, NULL };
-static ecx_variant x448 = { NID_X448, SA_ALG_X448_KEYGEN, SA_ALG_X448_DERIVE, NULL, NULL };
+static ecx_variant x25519 = { NID_X25519, 32, SA_ALG_X25519_KEYGEN, SA_ALG_X25519_DERIVE, NULL, NULL };
+static ecx_variant x448 = { NID_X448, 56, SA_ALG_X448_KEYGEN, SA_ALG_X448_DERIVE, NULL, NULL };
 
 /* One ENGINE's methods. */
 typedef struct ecx_methods {
@@ -145,6 +146,11 @@ static int ecx_derive(const ecx_variant *variant, EVP_PKEY_CTX *ctx,
 
     if (key == NULL)            /* a length query: nothing to compute */
         return variant->software_derive(ctx, key, key_length);
+    /* The built-in method writes a whole secret whatever the buffer's size. */
+    if (*key_length < variant->secret_length) {
+        ERR_raise(ERR_LIB_PROV, PROV_R_OUTPUT_BUFFER_TOO_SMALL);
+        return 0;
+    }
     if ((record = ecx_record_new(variant, variant->derive_algorithm)) != NULL
         && (record->ctx = EVP_PKEY_CTX_dup(ctx)) == NULL) {
         sa_record_release(&record->base);

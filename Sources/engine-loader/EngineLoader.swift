@@ -8,7 +8,7 @@ struct EngineLoader: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine-loader",
         abstract: "Load the swiftasync OpenSSL engine, describe it, and check it against default OpenSSL.",
-        subcommands: [Info.self, Check.self, Stats.self, Serve.self])
+        subcommands: [Info.self, Check.self, Stats.self, Serve.self, SoakCommand.self])
 }
 
 struct EngineOptions: ParsableArguments {

@@ -139,6 +139,38 @@ final class InvalidPeerTests: EngineTestCase {
             zero.removeAll()
         }
     }
+
+    /// A secret buffer shorter than the secret: refused as default OpenSSL
+    /// refuses it, and not one byte written (the built-in method would write
+    /// the whole secret; the fuzzer found the engine doing the same).
+    func testShortSecretBufferIsRefusedUnwritten() throws {
+        for vector in ECXVector.all {
+            let keys = try keyPair { vector.privateKey(vector.alicePrivate) }
+            let peer = try XCTUnwrap(vector.publicKey(vector.bobPublic))
+            defer { EVP_PKEY_free(keys.engine); EVP_PKEY_free(keys.software); EVP_PKEY_free(peer) }
+            let box = OutcomeBox()
+            func deriveShort(_ key: OpaquePointer) -> Int32 {
+                ERR_clear_error()
+                guard let context = EVP_PKEY_CTX_new(key, nil) else { return -2 }
+                defer { EVP_PKEY_CTX_free(context) }
+                guard EVP_PKEY_derive_init(context) > 0, EVP_PKEY_derive_set_peer(context, peer) > 0 else { return -3 }
+                var buffer = [UInt8](repeating: 0xA5, count: 64)
+                var length = vector.keyLength - 1
+                let result = EVP_PKEY_derive(context, &buffer, &length)
+                box.outcome = Outcome(stage: "derive", errors: Self.errorCodes(), secret: buffer)
+                return result
+            }
+            let expected = try engine.withSoftwareDefaults { deriveShort(keys.software) }
+            let expectedErrors = box.outcome.errors
+            XCTAssertLessThanOrEqual(expected, 0)
+            for mode in ExecutionMode.allCases {
+                let result = try SelfCheck.inMode(mode) { deriveShort(keys.engine) }
+                XCTAssertEqual(result, expected, "\(vector.name) \(mode.rawValue)")
+                XCTAssertEqual(box.outcome.errors, expectedErrors, "\(vector.name) \(mode.rawValue)")
+                XCTAssertEqual(box.outcome.secret, [UInt8](repeating: 0xA5, count: 64), "\(vector.name) \(mode.rawValue): buffer written")
+            }
+        }
+    }
 }
 
 final class OutcomeBox: @unchecked Sendable {

@@ -1,0 +1,253 @@
+import COpenSSL
+import Foundation
+
+/// Mixed operations through the engine for as long as asked, each checked
+/// against default OpenSSL: X25519 and P-256 ECDH (byte-equal secrets),
+/// P-256 ECDSA (verified), RSA 1024/2048 signatures and RSA 2048 OAEP
+/// decryption (byte-equal), P-256 keygen (EC_KEY_check_key).
+///
+/// The event loop runs rounds of 1 to 64 jobs at once, each round woken by
+/// wait fds or by callbacks, some with forced spurious resumes; between
+/// rounds the pool is reshaped at random (threads, queue depth: a one-slot
+/// queue makes jobs meet it full) and sync offload is switched. Meanwhile a
+/// second application thread calls the same operations outside any job
+/// (inline, or blocking on the pool when sync offload is on).
+///
+/// Exactly once: per algorithm, operations offloaded plus computed inline
+/// must equal the operations the soak issued, every offloaded one must have
+/// been handed back by a worker, and nothing may be left in flight.
+public enum Soak {
+    public struct Report {
+        public var operations = 0
+        public var rounds = 0
+        public var spuriousRounds = 0
+        public var reshapes = 0
+        public var seconds = 0.0
+        public var issued: [String: Int] = [:]
+        public var mismatches: [String] = []
+        /// Counter deltas per algorithm: offloaded, completed, inline, retried.
+        public var counted: [String: [String: Int]] = [:]
+        public var accountingErrors: [String] = []
+        public var passed: Bool { mismatches.isEmpty && accountingErrors.isEmpty && operations > 0 }
+    }
+
+    /// One operation: `body` runs in a job (one call into OpenSSL), `check` judges its result afterwards.
+    struct Operation {
+        let algorithm: String
+        let body: () -> Int32
+        let check: (Int32) -> Bool
+    }
+
+    final class Box: @unchecked Sendable {
+        var bytes: [UInt8] = []
+        var signature: OpaquePointer?
+    }
+
+    public static func run(engine: LoadedEngine, operations target: Int, seed: UInt64,
+                           progress: (String) -> Void = { _ in }) throws -> Report {
+        var random = SplitMix64(seed: seed)
+        let fixtures = try Fixtures(engine: engine)
+        let started = Date()
+        let before = try engine.stats()
+        var report = Report()
+
+        let sideThread = SideThread(fixtures: fixtures, seed: seed &+ 1)
+        sideThread.start()
+        var nextProgress = 100_000
+        while report.operations < target {
+            if random.below(40) == 0 {
+                try engine.set("THREADS", String(1 + random.below(4)))
+                try engine.set("QUEUE_DEPTH", String([1, 2, 4, 16, 64, 1024][random.below(6)]))
+                try engine.set("SYNC_OFFLOAD", random.below(2) == 0 ? "0" : "1")
+                report.reshapes += 1
+            }
+            let operations = (0...random.below(64)).map { _ in fixtures.make(&random) }
+            let mode: WakeMode = random.below(2) == 0 ? .waitFD : .callback
+            let spurious = random.below(8) == 0
+            let outcome = try AsyncBatch.run(operations.map(\.body), mode: mode, spurious: spurious, timeout: 60)
+            for (operation, result) in zip(operations, outcome.results) {
+                report.issued[operation.algorithm, default: 0] += 1
+                if !operation.check(result), report.mismatches.count < 20 {
+                    report.mismatches.append("\(operation.algorithm) in a \(mode.rawValue) job returned \(result), unlike default OpenSSL")
+                }
+            }
+            report.operations += operations.count
+            report.rounds += 1
+            report.spuriousRounds += spurious ? 1 : 0
+            if report.operations >= nextProgress {
+                progress("\(report.operations) operations in \(report.rounds) rounds, \(Int(Date().timeIntervalSince(started))) s")
+                nextProgress += 100_000
+            }
+        }
+        let side = sideThread.stop()
+        report.operations += side.issued.values.reduce(0, +)
+        report.issued.merge(side.issued, uniquingKeysWith: +)
+        report.mismatches += side.mismatches
+        let settled = CancelCheck.waitUntilNothingInFlight(engine)
+        let after = try engine.stats()
+        report.seconds = Date().timeIntervalSince(started)
+        account(&report, before: before, after: after, settled: settled)
+        return report
+    }
+
+    static func account(_ report: inout Report, before: EngineStats, after: EngineStats, settled: Bool) {
+        if !settled { report.accountingErrors.append("operations still in flight 30 s after the last round") }
+        for (algorithm, issued) in report.issued.sorted(by: { $0.key < $1.key }) {
+            var counted: [String: Int] = [:]
+            for counter in ["offloaded", "completed", "inline", "retried", "failed"] {
+                counted[counter] = after.count(algorithm, counter) - before.count(algorithm, counter)
+            }
+            report.counted[algorithm] = counted
+            if counted["offloaded"]! + counted["inline"]! != issued {
+                report.accountingErrors.append("\(algorithm): issued \(issued), the engine ran \(counted["offloaded"]!) offloaded + \(counted["inline"]!) inline")
+            }
+            if counted["completed"]! != counted["offloaded"]! {
+                report.accountingErrors.append("\(algorithm): \(counted["offloaded"]!) offloaded, \(counted["completed"]!) handed back")
+            }
+        }
+    }
+
+    /// The second application thread: operations outside any job.
+    final class SideThread: @unchecked Sendable {
+        let fixtures: Fixtures
+        let seed: UInt64
+        let state = Locked((stop: false, done: false, issued: [String: Int](), mismatches: [String]()))
+
+        init(fixtures: Fixtures, seed: UInt64) {
+            self.fixtures = fixtures
+            self.seed = seed
+        }
+
+        func start() {
+            Thread { [self] in
+                var random = SplitMix64(seed: seed)
+                while !state.withLock({ $0.stop }) {
+                    let operation = fixtures.make(&random)
+                    let ok = operation.check(operation.body())
+                    state.withLock { state in
+                        state.issued[operation.algorithm, default: 0] += 1
+                        if !ok, state.mismatches.count < 20 {
+                            state.mismatches.append("\(operation.algorithm) outside a job, unlike default OpenSSL")
+                        }
+                    }
+                    usleep(200)   // a side thread: the event loop stays the main source of work
+                }
+                state.withLock { $0.done = true }
+            }.start()
+        }
+
+        func stop() -> (issued: [String: Int], mismatches: [String]) {
+            state.withLock { $0.stop = true }
+            while !state.withLock({ $0.done }) { usleep(1_000) }
+            return state.withLock { ($0.issued, $0.mismatches) }
+        }
+    }
+
+    /// Keys, inputs and default OpenSSL's answers, made once.
+    final class Fixtures: @unchecked Sendable {
+        static let tableSize = 64
+        let rsa1024: RSAKeyPair
+        let rsa2048: RSAKeyPair
+        let signs1024: [(RSAPrivateOperation, [UInt8])]
+        let signs2048: [(RSAPrivateOperation, [UInt8])]
+        let decrypts2048: [(RSAPrivateOperation, [UInt8])]
+        let ecdh: [(own: ECKeyPair, peer: OpaquePointer, secret: [UInt8])]
+        let ecdsaKey: ECKeyPair
+        let digests: [[UInt8]]
+        let x25519: [(own: OpaquePointer, peer: OpaquePointer, secret: [UInt8])]
+        static let p256 = ECCurves.Curve(nid: NID_X9_62_prime256v1)
+
+        init(engine: LoadedEngine) throws {
+            rsa1024 = try RSAKeyPair(bits: 1024)
+            rsa2048 = try RSAKeyPair(bits: 2048)
+            func table(_ kind: RSAPrivateOperation.Kind, _ padding: Int32, _ key: RSAKeyPair) -> [(RSAPrivateOperation, [UInt8])] {
+                (0..<Self.tableSize).map { _ in
+                    let operation = RSAPrivateOperation.random(kind, padding: padding, key: key)
+                    return (operation, operation.perform(on: key.softwareKey).output)
+                }
+            }
+            signs1024 = table(.encrypt, RSA_PKCS1_PADDING, rsa1024)
+            signs2048 = table(.encrypt, RSA_PKCS1_PADDING, rsa2048)
+            decrypts2048 = table(.decrypt, RSA_PKCS1_OAEP_PADDING, rsa2048)
+            ecdh = try (0..<Self.tableSize).map { _ in
+                let own = try ECKeyPair(curve: Self.p256, mode: .sync)
+                let other = try ECKeyPair(curve: Self.p256, mode: .sync)
+                let peer = EC_POINT_dup(other.publicKey, other.group)!
+                return (own, peer, ECKeyPair.derive(own.softwareKey, peer: peer).1)
+            }
+            ecdsaKey = try ECKeyPair(curve: Self.p256, mode: .sync)
+            digests = (0..<Self.tableSize).map { _ in randomBytes(32) }
+            let vector = ECXVector.x25519
+            x25519 = try (0..<Self.tableSize).map { _ in
+                guard let own = vector.generate(), let other = vector.generate(),
+                      let peer = vector.publicKey(ECXVector.rawPublic(other)) else { throw HarnessError("X25519 keys") }
+                EVP_PKEY_free(other)
+                return (own, peer, engine.withSoftwareDefaults { ECXVector.derive(own, peer).1 })
+            }
+        }
+
+        deinit {
+            ecdh.forEach { EC_POINT_free($0.peer) }
+            x25519.forEach { EVP_PKEY_free($0.own); EVP_PKEY_free($0.peer) }
+        }
+
+        /// A random operation, weighted towards the cheap ones as a TLS server's mix is.
+        func make(_ random: inout SplitMix64) -> Operation {
+            let pick = random.below(Self.tableSize)
+            let box = Box()
+            switch random.below(100) {
+            case 0..<35:
+                let (own, peer, secret) = x25519[pick]
+                return Operation(algorithm: "x25519_derive", body: {
+                    let (result, bytes) = ECXVector.derive(own, peer); box.bytes = bytes; return result
+                }, check: { $0 > 0 && box.bytes == secret })
+            case 35..<60:
+                let (own, peer, secret) = ecdh[pick]
+                let key = own.engineKey
+                return Operation(algorithm: "ecdh_derive", body: {
+                    let (result, bytes) = ECKeyPair.derive(key, peer: peer); box.bytes = bytes; return result
+                }, check: { $0 > 0 && box.bytes == secret })
+            case 60..<75:
+                let digest = digests[pick], key = ecdsaKey.engineKey, verifier = ecdsaKey.softwareKey
+                return Operation(algorithm: "ecdsa_sign", body: {
+                    box.signature = ECDSA_do_sign(digest, Int32(digest.count), key)
+                    return box.signature == nil ? 0 : 1
+                }, check: { _ in
+                    defer { ECDSA_SIG_free(box.signature) }
+                    return box.signature != nil && ECDSA_do_verify(digest, Int32(digest.count), box.signature, verifier) == 1
+                })
+            case 75..<88: return rsa(signs1024[pick], rsa1024, "rsa_private_encrypt", box)
+            case 88..<93: return rsa(signs2048[pick], rsa2048, "rsa_private_encrypt", box)
+            case 93..<97: return rsa(decrypts2048[pick], rsa2048, "rsa_private_decrypt", box)
+            default:
+                let key = EC_KEY_new_by_curve_name(Self.p256.nid)!
+                return Operation(algorithm: "ec_keygen", body: { EC_KEY_generate_key(key) }, check: { result in
+                    defer { EC_KEY_free(key) }
+                    return result == 1 && EC_KEY_check_key(key) == 1
+                })
+            }
+        }
+
+        func rsa(_ entry: (RSAPrivateOperation, [UInt8]), _ key: RSAKeyPair, _ algorithm: String, _ box: Box) -> Operation {
+            let (operation, expected) = entry
+            let rsa = key.engineKey
+            return Operation(algorithm: algorithm, body: {
+                let (result, output) = operation.perform(on: rsa); box.bytes = output; return result
+            }, check: { $0 > 0 && box.bytes == expected })
+        }
+    }
+}
+
+/// A small seeded generator, so that a soak can be replayed with --seed.
+public struct SplitMix64 {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE5_E9B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    public mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# libFuzzer over the engine's RSA and EC entry points (Fuzz/engine_fuzzer.c),
+# differential against default OpenSSL, for FUZZ_SECONDS (default 60; CI's
+# bound). `make fuzz FUZZ_SECONDS=3600` runs longer. The engine is built with
+# ASan, UBSan and coverage for libFuzzer; the corpus grows in build/fuzz-corpus.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+swift=${SWIFT:-swift}
+seconds=${FUZZ_SECONDS:-60}
+toolchain=$(dirname "$(dirname "$(readlink -f "$(command -v "$swift")")")")
+build_log=$(mktemp)
+# Builds print pages of linker notes: shown only if the build fails.
+quietly() { "$@" > "$build_log" 2>&1 || { cat "$build_log"; exit 1; }; }
+flags=(--sanitize=address -Xcc -fsanitize=undefined -Xcc -fno-sanitize-recover=undefined
+       -Xcc -fsanitize=fuzzer-no-link)
+
+quietly "$swift" build -c release --scratch-path .build-fuzz-engine --product swiftasync --disable-local-rpath \
+    "${flags[@]}" -Xswiftc -static-stdlib -Xlinker -z -Xlinker nodelete \
+    -Xlinker --version-script="$PWD/Sources/CEngineShim/exports.map"
+mkdir -p build/fuzz-corpus
+cp "$("$swift" build -c release --scratch-path .build-fuzz-engine "${flags[@]}" --show-bin-path)/libswiftasync.so" build/swiftasync-fuzz.so
+# Exported, the fuzzer's runtimes serve the engine it loads.
+# shellcheck disable=SC2046
+quietly "$toolchain/bin/clang" -g -O1 -DOPENSSL_API_COMPAT=0x10101000L -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+    -Wl,--export-dynamic Fuzz/engine_fuzzer.c $(pkg-config --cflags --libs openssl) -o build/engine-fuzzer
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+status=0
+SWIFTASYNC_SO=$PWD/build/swiftasync-fuzz.so SWIFTASYNC_STATS_FILE=$work/stats \
+ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    build/engine-fuzzer -max_total_time="$seconds" -timeout=30 -rss_limit_mb=8192 -detect_leaks=0 \
+    -print_final_stats=1 -artifact_prefix=build/fuzz- build/fuzz-corpus > "$work/log" 2>&1 || status=$?
+grep -E "^#[0-9]+ +(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss|ERROR|swiftasync fuzz:|SUMMARY" "$work/log" || true
+inputs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log")
+echo "engine counters over the run:"
+grep -E "^(rsa|ec|ecdh|ecdsa|x25519|x448)" "$work/stats" | awk '{print "  " $1, $2, $3, $4, $6}'
+# Every algorithm must have reached a worker: a fuzzer that quietly ran
+# without the engine proves nothing.
+missing=$(awk '$1 ~ /^(rsa_private_encrypt|rsa_private_decrypt|ec_keygen|ecdh_derive|ecdsa_sign|ecdsa_sign_setup|x25519_derive|x448_derive)$/ && $2 == "offloaded=0" {print $1}' "$work/stats")
+if [ "$status" -ne 0 ] || [ -z "$inputs" ] || [ -n "$missing" ]; then
+    tail -60 "$work/log"
+    [ -n "$missing" ] && echo "never offloaded: $missing"
+    echo "fuzz: ${inputs:-0} inputs, exit status $status"
+    echo "fuzz: 0 passed, 1 failed"
+    exit 1
+fi
+echo "fuzz: $inputs inputs in $seconds s, no crash, hang or mismatch; corpus $(ls build/fuzz-corpus | wc -l) inputs"
+echo "fuzz: 1 passed, 0 failed"
