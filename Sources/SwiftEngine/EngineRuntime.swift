@@ -249,9 +249,12 @@ final class EngineRuntime: @unchecked Sendable {
     /// Then the owner is woken and the worker lets go of the record.
     private func notify(_ item: UnsafeMutableRawPointer) {
         let operation = item.assumingMemoryBound(to: sa_operation.self)
-        statistics.counters(for: operation.pointee.algorithm).completed.increment()
-        if !Wakeup.deliver(operation.pointee.wake) { statistics.wakeupsWithheld.increment() }
+        let algorithm = operation.pointee.algorithm
+        let delivered = Wakeup.deliver(operation.pointee.wake)
         sa_operation_release(operation)
+        if !delivered { statistics.wakeupsWithheld.increment() }
+        // Last: whoever sees the count knows this worker is done with the record and its wake-up.
+        statistics.counters(for: algorithm).completed.wrappingAdd(1, ordering: .releasing)
         publisher.noteChange()
     }
 

@@ -5,7 +5,7 @@ import Synchronization
 final class Statistics: Sendable {
     final class Counters: Sendable {
         let offloaded = Atomic<Int>(0)
-        /// Handed back by a worker: offloaded minus completed are in flight.
+        /// Handed back by a worker (woken, or withheld): offloaded minus completed are in flight.
         let completed = Atomic<Int>(0)
         let inline = Atomic<Int>(0)
         let retried = Atomic<Int>(0)
@@ -54,7 +54,7 @@ final class Statistics: Sendable {
             + " wakeups_withheld=\(wakeupsWithheld.load(ordering: .relaxed))\n"
         for (name, counter) in zip(Self.algorithmNames, counters) {
             text += "\(name) offloaded=\(counter.offloaded.load(ordering: .relaxed))"
-                + " completed=\(counter.completed.load(ordering: .relaxed))"
+                + " completed=\(counter.completed.load(ordering: .acquiring))"
                 + " inline=\(counter.inline.load(ordering: .relaxed))"
                 + " retried=\(counter.retried.load(ordering: .relaxed))"
                 + " failed=\(counter.failed.load(ordering: .relaxed))\n"

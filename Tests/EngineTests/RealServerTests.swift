@@ -9,6 +9,8 @@ final class RealServerTests: XCTestCase {
     let enginePath = LoadedEngine.defaultPath()
     var directory = ""
     var servers: [Process] = []
+    /// Where the last server started writes its output: shown when its clients fail.
+    var serverLog = ""
 
     override func setUpWithError() throws {
         directory = NSTemporaryDirectory() + "swiftasync-real-\(getpid())-\(UUID().uuidString.prefix(8))"
@@ -43,6 +45,7 @@ final class RealServerTests: XCTestCase {
 
     func start(_ arguments: [String], environment: [String: String] = [:], port: Int) throws -> Process {
         let log = "\(directory)/\(arguments[0])-\(port).log"
+        serverLog = log
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         let server = try Commands.launch(arguments, environment: environment,
                                          output: try FileHandle(forWritingTo: URL(fileURLWithPath: log)))
@@ -57,7 +60,8 @@ final class RealServerTests: XCTestCase {
     func fullHandshakes(port: Int, count: Int) throws -> Int {
         let (_, output) = try run(["h2load", "-n", String(count), "-c", String(count), "https://127.0.0.1:\(port)/"])
         let line = output.split(separator: "\n").first { $0.hasPrefix("requests:") } ?? ""
-        XCTAssertTrue(line.contains("\(count) succeeded, 0 failed, 0 errored, 0 timeout"), "h2load: \(line)\n\(output)")
+        XCTAssertTrue(line.contains("\(count) succeeded, 0 failed, 0 errored, 0 timeout"),
+                      "h2load: \(line)\n\(output)\nserver output:\n\((try? String(contentsOfFile: serverLog, encoding: .utf8)) ?? "")")
         return line.contains("\(count) succeeded") ? count : 0
     }
 
