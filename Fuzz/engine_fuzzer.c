@@ -11,12 +11,14 @@
  * parameters (key, sizes, padding, scalars, peer points, digests).
  * Build and run: scripts/fuzz.sh.
  */
+#include <errno.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/async.h>
@@ -69,11 +71,28 @@ static BIGNUM *take_bignum(input *in, size_t max_bytes)
     return BN_bin2bn(bytes, (int)length, NULL);
 }
 
+static ENGINE *engine;
+
 static void fail(const char *what)
 {
     fprintf(stderr, "swiftasync fuzz: %s\n", what);
     ERR_print_errors_fp(stderr);
     abort();
+}
+
+/* A job not woken: the engine's counters, and every thread's stack if asked (SWIFTASYNC_FUZZ_GDB=1). */
+static void fail_hung(const char *what)
+{
+    char report[4096] = "";
+    char command[128];
+
+    if (getenv("SWIFTASYNC_FUZZ_GDB") != NULL) {
+        snprintf(command, sizeof(command), "gdb -p %d -batch -ex 'thread apply all bt' 1>&2", (int)getpid());
+        (void)!system(command);
+    }
+    if (ENGINE_ctrl_cmd(engine, "STATS", (long)sizeof(report), report, NULL, 0))
+        fprintf(stderr, "engine counters when it hung:\n%s\n", report);
+    fail(what);
 }
 
 /* ---- Running an operation in each of the engine's modes ----------------- */
@@ -87,7 +106,6 @@ typedef struct {
 
 enum mode { MODE_INLINE, MODE_SYNC_OFFLOAD, MODE_WAIT_FD, MODE_CALLBACK, MODE_COUNT };
 
-static ENGINE *engine;
 static atomic_int called_back;
 
 static int job_entry(void *argument)
@@ -103,13 +121,26 @@ static int on_callback(void *argument)
     return 1;
 }
 
+static long now_milliseconds(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec * 1000L + now.tv_nsec / 1000000L;
+}
+
+static int milliseconds_left(long deadline)
+{
+    long left = deadline - now_milliseconds();
+    return left > 0 ? (int)left : 0;
+}
+
 static void wait_for_wake(ASYNC_WAIT_CTX *wait_ctx, enum mode mode)
 {
     if (mode == MODE_CALLBACK) {
         int waited;
         for (waited = 0; !atomic_exchange(&called_back, 0); waited += 100)
             if (waited > HANG_SECONDS * 1000000)
-                fail("hang: no async callback");
+                fail_hung("hang: no async callback");
             else
                 usleep(100);
         return;
@@ -118,13 +149,18 @@ static void wait_for_wake(ASYNC_WAIT_CTX *wait_ctx, enum mode mode)
         OSSL_ASYNC_FD fds[4];
         size_t count = 0;
         struct pollfd polled;
+        int ready;
+        long deadline = now_milliseconds() + HANG_SECONDS * 1000L;
         if (!ASYNC_WAIT_CTX_get_all_fds(wait_ctx, NULL, &count) || count != 1
             || !ASYNC_WAIT_CTX_get_all_fds(wait_ctx, fds, &count))
             fail("a paused job registered no single wait fd");
         polled.fd = fds[0];
         polled.events = POLLIN;
-        if (poll(&polled, 1, HANG_SECONDS * 1000) != 1)
-            fail("hang: the wait fd never became readable");
+        /* libFuzzer's timeout timer (SIGALRM) interrupts poll: not a hang, poll again. */
+        while ((ready = poll(&polled, 1, milliseconds_left(deadline))) < 0 && errno == EINTR)
+            continue;
+        if (ready != 1)
+            fail_hung("hang: the wait fd never became readable");
     }
 }
 
@@ -175,14 +211,21 @@ static int run_on_engine(operation_fn operation, void *argument, enum mode mode)
     }
 }
 
+/* The first errors each run left on the queue. */
+typedef struct {
+    unsigned long engine;
+    unsigned long software;
+} first_errors;
+
 /*
- * Both ran: a failure must leave an error, and the same first error as
- * software's. Returns the first error of the engine's run.
+ * Both ran: the same success; a failure leaves the same first error as
+ * software's (none only where software's left none either).
  */
-static void compare_failures(int engine_ok, unsigned long engine_error,
-                             int software_ok, unsigned long software_error,
+static void compare_failures(int engine_ok, int software_ok, first_errors errors,
                              const char *what)
 {
+    unsigned long engine_error = errors.engine, software_error = errors.software;
+
     if (engine_ok != software_ok) {
         fprintf(stderr, "%s: engine %s, software %s\n", what,
                 engine_ok ? "succeeded" : "failed", software_ok ? "succeeded" : "failed");
@@ -198,6 +241,28 @@ static void compare_failures(int engine_ok, unsigned long engine_error,
                 engine_error, software_error);
         fail("the engine's first error differs from default OpenSSL's");
     }
+}
+
+/* `operation` on the engine's call in `mode`, then on software's call inline. */
+static first_errors run_both(operation_fn operation, void *engine_call, void *software_call,
+                             enum mode mode)
+{
+    first_errors errors;
+
+    ERR_clear_error();
+    run_on_engine(operation, engine_call, mode);
+    errors.engine = ERR_peek_error();
+    ERR_clear_error();
+    operation(software_call);
+    errors.software = ERR_peek_error();
+    ERR_clear_error();
+    return errors;
+}
+
+static int same_output(int length, const uint8_t *engine_out, int software_length,
+                       const uint8_t *software_out)
+{
+    return length == software_length && memcmp(engine_out, software_out, (size_t)length) == 0;
 }
 
 /* ---- Keys --------------------------------------------------------------- */
@@ -290,7 +355,7 @@ static void fuzz_rsa(input *in, enum mode mode, int decrypt)
     RSA *on_engine, *on_software;
     uint8_t from[600], engine_out[512], software_out[512];
     rsa_call engine_call, software_call;
-    unsigned long engine_error, software_error;
+    first_errors errors;
     int size_choice;
 
     take_rsa_pair(in, &on_engine, &on_software);
@@ -311,19 +376,11 @@ static void fuzz_rsa(input *in, enum mode mode, int decrypt)
     software_call.key = on_software;
     software_call.to = software_out;
 
-    ERR_clear_error();
-    run_on_engine(rsa_operation, &engine_call, mode);
-    engine_error = ERR_peek_error();
-    ERR_clear_error();
-    rsa_operation(&software_call);
-    software_error = ERR_peek_error();
-    ERR_clear_error();
-
-    compare_failures(engine_call.result > 0, engine_error, software_call.result > 0,
-                     software_error, decrypt ? "RSA decrypt" : "RSA sign");
+    errors = run_both(rsa_operation, &engine_call, &software_call, mode);
+    compare_failures(engine_call.result > 0, software_call.result > 0, errors,
+                     decrypt ? "RSA decrypt" : "RSA sign");
     if (engine_call.result > 0
-        && (engine_call.result != software_call.result
-            || memcmp(engine_out, software_out, (size_t)engine_call.result) != 0))
+        && !same_output(engine_call.result, engine_out, software_call.result, software_out))
         fail(decrypt ? "RSA decrypt: outputs differ" : "RSA sign: outputs differ");
     RSA_free(on_engine);
     RSA_free(on_software);
@@ -372,27 +429,30 @@ static void free_ec_pair(ec_pair *pair)
     EC_KEY_free(pair->on_software);
 }
 
+typedef struct {
+    EC_KEY *key;
+    int result;
+} ec_keygen_call;
+
 static int ec_keygen_operation(void *argument)
 {
-    return EC_KEY_generate_key(argument);
+    ec_keygen_call *call = argument;
+    call->result = EC_KEY_generate_key(call->key);
+    return call->result;
 }
 
 static void fuzz_ec_keygen(input *in, enum mode mode)
 {
     ec_pair pair;
-    unsigned long engine_error, software_error;
-    int engine_ok, software_ok;
+    ec_keygen_call engine_call, software_call;
+    first_errors errors;
 
     take_ec_pair(in, &pair, 0);
-    ERR_clear_error();
-    engine_ok = run_on_engine(ec_keygen_operation, pair.on_engine, mode) == 1;
-    engine_error = ERR_peek_error();
-    ERR_clear_error();
-    software_ok = EC_KEY_generate_key(pair.on_software) == 1;
-    software_error = ERR_peek_error();
-    ERR_clear_error();
-    compare_failures(engine_ok, engine_error, software_ok, software_error, "EC keygen");
-    if (engine_ok && EC_KEY_check_key(pair.on_engine) != 1)
+    engine_call.key = pair.on_engine;
+    software_call.key = pair.on_software;
+    errors = run_both(ec_keygen_operation, &engine_call, &software_call, mode);
+    compare_failures(engine_call.result == 1, software_call.result == 1, errors, "EC keygen");
+    if (engine_call.result == 1 && EC_KEY_check_key(pair.on_engine) != 1)
         fail("EC keygen: the engine's key fails EC_KEY_check_key");
     free_ec_pair(&pair);
 }
@@ -440,7 +500,7 @@ static void fuzz_ecdh(input *in, enum mode mode)
     EC_POINT *peer;
     uint8_t engine_out[200], software_out[200];
     ecdh_call engine_call, software_call;
-    unsigned long engine_error, software_error;
+    first_errors errors;
 
     take_ec_pair(in, &pair, 1);
     peer = take_peer_point(in, pair.group);
@@ -456,18 +516,10 @@ static void fuzz_ecdh(input *in, enum mode mode)
     software_call.key = pair.on_software;
     software_call.out = software_out;
 
-    ERR_clear_error();
-    run_on_engine(ecdh_operation, &engine_call, mode);
-    engine_error = ERR_peek_error();
-    ERR_clear_error();
-    ecdh_operation(&software_call);
-    software_error = ERR_peek_error();
-    ERR_clear_error();
-    compare_failures(engine_call.result > 0, engine_error, software_call.result > 0,
-                     software_error, "ECDH");
+    errors = run_both(ecdh_operation, &engine_call, &software_call, mode);
+    compare_failures(engine_call.result > 0, software_call.result > 0, errors, "ECDH");
     if (engine_call.result > 0
-        && (engine_call.result != software_call.result
-            || memcmp(engine_out, software_out, (size_t)engine_call.result) != 0))
+        && !same_output(engine_call.result, engine_out, software_call.result, software_out))
         fail("ECDH: shared secrets differ");
     EC_POINT_free(peer);
     free_ec_pair(&pair);
@@ -504,7 +556,7 @@ static void fuzz_ecdsa(input *in, enum mode mode)
     ec_pair pair;
     uint8_t digest[100];
     ecdsa_call engine_call, software_call;
-    unsigned long engine_error, software_error;
+    first_errors errors;
 
     take_ec_pair(in, &pair, 1);
     engine_call.with_setup = take_byte(in) % 2;
@@ -515,15 +567,9 @@ static void fuzz_ecdsa(input *in, enum mode mode)
     software_call = engine_call;
     software_call.key = pair.on_software;
 
-    ERR_clear_error();
-    run_on_engine(ecdsa_operation, &engine_call, mode);
-    engine_error = ERR_peek_error();
-    ERR_clear_error();
-    ecdsa_operation(&software_call);
-    software_error = ERR_peek_error();
-    ERR_clear_error();
-    compare_failures(engine_call.signature != NULL, engine_error,
-                     software_call.signature != NULL, software_error, "ECDSA sign");
+    errors = run_both(ecdsa_operation, &engine_call, &software_call, mode);
+    compare_failures(engine_call.signature != NULL, software_call.signature != NULL, errors,
+                     "ECDSA sign");
     /* Signatures are randomised: the engine's must verify under software. */
     if (engine_call.signature != NULL
         && ECDSA_do_verify(digest, engine_call.digest_length, engine_call.signature,
@@ -561,7 +607,7 @@ static void fuzz_ecx(input *in, enum mode mode, int nid, size_t key_length)
 {
     uint8_t own_bytes[56], peer_bytes[56];
     ecx_call engine_call, software_call;
-    unsigned long engine_error, software_error;
+    first_errors errors;
 
     take_bytes(in, own_bytes, key_length);
     take_bytes(in, peer_bytes, key_length);
@@ -575,18 +621,12 @@ static void fuzz_ecx(input *in, enum mode mode, int nid, size_t key_length)
     software_call = engine_call;
     software_call.through = NULL;
 
-    ERR_clear_error();
-    run_on_engine(ecx_operation, &engine_call, mode);
-    engine_error = ERR_peek_error();
-    ERR_clear_error();
-    ecx_operation(&software_call);
-    software_error = ERR_peek_error();
-    ERR_clear_error();
-    compare_failures(engine_call.result, engine_error, software_call.result, software_error,
+    errors = run_both(ecx_operation, &engine_call, &software_call, mode);
+    compare_failures(engine_call.result, software_call.result, errors,
                      nid == NID_X25519 ? "X25519" : "X448");
     if (engine_call.result
-        && (engine_call.out_length != software_call.out_length
-            || memcmp(engine_call.out, software_call.out, engine_call.out_length) != 0))
+        && !same_output((int)engine_call.out_length, engine_call.out,
+                        (int)software_call.out_length, software_call.out))
         fail("X25519/X448: shared secrets differ");
     EVP_PKEY_free(engine_call.own);
     EVP_PKEY_free(engine_call.peer);

@@ -2,6 +2,7 @@
 # The engine and the whole test suite under a sanitizer:
 #   scripts/sanitize.sh address   AddressSanitizer (C and Swift) + UBSan (C)
 #   scripts/sanitize.sh thread    ThreadSanitizer (C and Swift)
+# A second argument picks tests, as XCTest's filter does (e.g. EngineTests.QueueFullTests).
 # The engine .so keeps its shipping form (static Swift runtime, nodelete,
 # version script); programs built without the sanitizer (openssl, nginx,
 # HAProxy) get its runtime through LD_PRELOAD. Every process writes its

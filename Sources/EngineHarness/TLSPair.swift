@@ -233,28 +233,28 @@ public enum TLSHandshakes {
 
     /// One turn of every connection that is not waiting for the engine; true if any finished.
     private static func step(_ connections: [Connection], _ outcome: inout Outcome) throws -> Bool {
-            var progressed = false
-            for connection in connections {
-                if !connection.clientDone {
-                    let result = SSL_do_handshake(connection.client)
-                    if result == 1 { connection.clientDone = true; progressed = true }
-                    else { try expectRetry(connection.client, result, "client") }
-                }
-                if !connection.serverDone && !connection.waitingForEngine {
-                    let result = SSL_do_handshake(connection.server)
-                    if result == 1 {
-                        connection.serverDone = true
-                        progressed = true
-                        outcome.versions.insert(String(cString: SSL_get_version(connection.server)))
-                    } else if SSL_get_error(connection.server, result) == SSL_ERROR_WANT_ASYNC {
-                        connection.waitingForEngine = true
-                        outcome.wantAsync += 1
-                    } else {
-                        try expectRetry(connection.server, result, "server")
-                    }
+        var progressed = false
+        for connection in connections {
+            if !connection.clientDone {
+                let result = SSL_do_handshake(connection.client)
+                if result == 1 { connection.clientDone = true; progressed = true }
+                else { try expectRetry(connection.client, result, "client") }
+            }
+            if !connection.serverDone && !connection.waitingForEngine {
+                let result = SSL_do_handshake(connection.server)
+                if result == 1 {
+                    connection.serverDone = true
+                    progressed = true
+                    outcome.versions.insert(String(cString: SSL_get_version(connection.server)))
+                } else if SSL_get_error(connection.server, result) == SSL_ERROR_WANT_ASYNC {
+                    connection.waitingForEngine = true
+                    outcome.wantAsync += 1
+                } else {
+                    try expectRetry(connection.server, result, "server")
                 }
             }
-            return progressed
+        }
+        return progressed
     }
 
     private static func expectRetry(_ ssl: OpaquePointer, _ result: Int32, _ side: String) throws {

@@ -262,9 +262,11 @@ final class EngineRuntime: @unchecked Sendable {
 
     func report() -> String {
         let header = lock.withLock {
-            "swiftasync pid=\(getpid()) start=\(processStart) command=\(Self.commandName)"
+            let (queued, busy) = pool?.occupancy() ?? (0, 0)
+            return "swiftasync pid=\(getpid()) start=\(processStart) command=\(Self.commandName)"
                 + " threads=\(configuration.workerCount) running_threads=\(pool?.threadCount ?? 0)"
                 + " queue_depth=\(configuration.queueDepth) sync_offload=\(configuration.syncOffload ? 1 : 0)"
+                + " queued=\(queued) busy_threads=\(busy)"
         }
         return statistics.report(header: header)
     }

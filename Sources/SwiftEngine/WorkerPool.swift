@@ -211,6 +211,11 @@ final class WorkerPool: @unchecked Sendable {
         lock.unlock()
     }
 
+    /// Items waiting in the queue, and workers running or notifying one, now.
+    func occupancy() -> (queued: Int, busy: Int) {
+        lock.withLock { (queue.count, busyWorkers) }
+    }
+
     // MARK: Fork
 
     /// Before fork: waits until no worker is running an operation or waking
