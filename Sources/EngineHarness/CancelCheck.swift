@@ -38,13 +38,8 @@ public enum CancelCheck {
             }
         }
         try engine.set("WORKER_DELAY_USEC", "0")
-        let operations = (0..<4).map { _ in RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key) }
-        let results = try SelfCheck.run(operations, on: key, mode: .waitFD)
-        let correct = zip(operations, results).filter { operation, got in
-            let expected = operation.perform(on: key.softwareKey)
-            return got.result == expected.result && got.output == expected.output
-        }.count
-        report.note(correct == operations.count, "afterwards \(correct)/\(operations.count) signatures byte-equal with default OpenSSL")
+        let correct = SelfCheck.freshSignaturesAgreeing(key, count: 4)
+        report.note(correct == 4, "afterwards \(correct)/4 signatures byte-equal with default OpenSSL")
         return report
     }
 
@@ -56,7 +51,7 @@ public enum CancelCheck {
         let (freed, lateCallbacks) = try body()
         let reused = takeNumbers(freed)
         defer { reused.forEach { close($0) } }
-        let settled = waitUntilNothingInFlight(engine)
+        let settled = engine.waitUntilNothingInFlight()
         let written = reused.filter { fd in
             var count: UInt64 = 0
             return read(fd, &count, 8) != -1 || errno != EAGAIN
@@ -81,22 +76,5 @@ public enum CancelCheck {
         }
         spare.forEach { close($0) }
         return taken
-    }
-
-    /// True once every offloaded operation has been handed back by a worker.
-    static func waitUntilNothingInFlight(_ engine: LoadedEngine, timeout: Double = 30) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if let stats = try? engine.stats(), stats.inFlight == 0 { return true }
-            usleep(20_000)
-        }
-        return false
-    }
-}
-
-extension EngineStats {
-    /// Offloaded and not yet handed back by a worker, over every algorithm.
-    public var inFlight: Int {
-        algorithms.values.reduce(0) { $0 + ($1["offloaded"] ?? 0) - ($1["completed"] ?? 0) }
     }
 }

@@ -21,10 +21,10 @@ public enum ForkCheck {
             // The child: what was in flight, then fresh work, then a grandchild.
             let inherited = finishes(running, outputs, expected, timeout: timeout)
             if !inherited { FileHandle.standardError.write(Data("swiftasync fork check: the child did not finish the inherited operations\n".utf8)) }
-            var ok = inherited && freshWork(key, timeout: timeout)
+            var ok = inherited && freshWork(key)
             if ok {
                 let grandchild = fork()
-                if grandchild == 0 { _exit(freshWork(key, timeout: timeout) ? 0 : 1) }
+                if grandchild == 0 { _exit(freshWork(key) ? 0 : 1) }
                 ok = grandchild > 0 && waitForExit(grandchild, timeout: timeout) == 0
             }
             _exit(ok ? 0 : 1)
@@ -33,7 +33,7 @@ public enum ForkCheck {
         func note(_ ok: Bool, _ line: String) { report.note(ok, line) }
         note(finishes(running, outputs, expected, timeout: timeout),
              "the parent finished the \(inFlight) signatures in flight at the fork, byte-equal")
-        note(freshWork(key, timeout: timeout), "the parent signs after the fork")
+        note(freshWork(key), "the parent signs after the fork")
         let status = waitForExit(child, timeout: timeout * 3)
         note(status == 0, "the child finished the signatures in flight at the fork, signed afresh, and so did its own child (exit status \(status))")
         let (forks, failed) = storm(key, forks: 40, timeout: timeout)
@@ -68,10 +68,8 @@ public enum ForkCheck {
     }
 
     /// New jobs, after the fork, in this process.
-    static func freshWork(_ key: RSAKeyPair, timeout: Double) -> Bool {
-        let operations = (0..<4).map { _ in RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key) }
-        guard let results = try? SelfCheck.run(operations, on: key, mode: .waitFD) else { return false }
-        return zip(operations, results).allSatisfy { $0.perform(on: key.softwareKey).output == $1.output && $1.result > 0 }
+    static func freshWork(_ key: RSAKeyPair) -> Bool {
+        SelfCheck.freshSignaturesAgreeing(key, count: 4) == 4
     }
 
     /// The child's exit status, or -1 if it did not exit in time (it is then killed).

@@ -108,6 +108,16 @@ public final class LoadedEngine {
         return EngineStats(parsing: cString(buffer))
     }
 
+    /// True once every offloaded operation has been handed back by a worker.
+    public func waitUntilNothingInFlight(timeout: Double = 30) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let stats = try? stats(), stats.inFlight == 0 { return true }
+            usleep(20_000)
+        }
+        return false
+    }
+
     /// The control commands the engine lists, with their descriptions.
     public func commands() -> [(name: String, help: String)] {
         var result: [(String, String)] = []
@@ -177,6 +187,11 @@ public struct EngineStats: CustomStringConvertible {
 
     public func count(_ algorithm: String, _ counter: String) -> Int {
         algorithms[algorithm]?[counter] ?? 0
+    }
+
+    /// Offloaded and not yet handed back by a worker, over every algorithm.
+    public var inFlight: Int {
+        algorithms.values.reduce(0) { $0 + ($1["offloaded"] ?? 0) - ($1["completed"] ?? 0) }
     }
 
     public var description: String { text }

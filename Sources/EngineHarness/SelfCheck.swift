@@ -56,6 +56,17 @@ public enum SelfCheck {
         return zip(outcome.results, outputs).map { ($0, $1.output) }
     }
 
+    /// `count` fresh PKCS#1 signatures in wait-fd jobs: how many agree byte
+    /// for byte with default OpenSSL's (none if the jobs could not run).
+    public static func freshSignaturesAgreeing(_ key: RSAKeyPair, count: Int) -> Int {
+        let operations = (0..<count).map { _ in RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key) }
+        guard let results = try? run(operations, on: key, mode: .waitFD) else { return 0 }
+        return zip(operations, results).filter { operation, got in
+            let expected = operation.perform(on: key.softwareKey)
+            return got.result == expected.result && got.output == expected.output
+        }.count
+    }
+
     /// Every padding, `count` random inputs each, on one key size: byte-equal results.
     public static func rsa(key: RSAKeyPair, mode: ExecutionMode, count: Int = 8) throws -> CheckResult {
         var check = CheckResult()

@@ -83,7 +83,7 @@ public enum Soak {
         report.operations += side.issued.values.reduce(0, +)
         report.issued.merge(side.issued, uniquingKeysWith: +)
         report.mismatches += side.mismatches
-        let settled = CancelCheck.waitUntilNothingInFlight(engine)
+        let settled = engine.waitUntilNothingInFlight()
         let after = try engine.stats()
         report.seconds = Date().timeIntervalSince(started)
         account(&report, before: before, after: after, settled: settled)

@@ -160,7 +160,7 @@ final class InvalidPeerTests: EngineTestCase {
                 box.outcome = Outcome(stage: "derive", errors: Self.errorCodes(), secret: buffer)
                 return result
             }
-            let expected = try engine.withSoftwareDefaults { deriveShort(keys.software) }
+            let expected = engine.withSoftwareDefaults { deriveShort(keys.software) }
             let expectedErrors = box.outcome.errors
             XCTAssertLessThanOrEqual(expected, 0)
             for mode in ExecutionMode.allCases {
