@@ -6,10 +6,6 @@ ENGINE_ABS   := $(CURDIR)/$(ENGINE_SO)
 ENGINESDIR    = $(shell openssl version -e | sed -n 's/^ENGINESDIR: "\(.*\)"/\1/p')
 # The engine has its own scratch path: its flags differ from the tests'.
 ENGINE_BUILD := .build-engine
-ENGINE_FLAGS := -c release --scratch-path $(ENGINE_BUILD) --product swiftasync --disable-local-rpath \
-	-Xswiftc -static-stdlib \
-	-Xlinker -z -Xlinker nodelete \
-	-Xlinker --version-script=$(CURDIR)/Sources/CEngineShim/exports.map
 
 .PHONY: all engine loader install deps test sanitize fuzz stress bench bench-tls clean
 
@@ -19,9 +15,7 @@ deps:
 	scripts/install-deps.sh
 
 engine: deps
-	$(SWIFT) build $(ENGINE_FLAGS)
-	mkdir -p $(ENGINE_DIR)
-	cp $$($(SWIFT) build $(ENGINE_FLAGS) --show-bin-path)/libswiftasync.so $(ENGINE_SO)
+	SWIFT=$(SWIFT) scripts/build-engine.sh $(ENGINE_BUILD) $(ENGINE_SO)
 	@echo "built $(ENGINE_SO)"
 
 install: engine

@@ -14,11 +14,8 @@ quietly() { "$@" > "$build_log" 2>&1 || { cat "$build_log"; exit 1; }; }
 flags=(--sanitize=address -Xcc -fsanitize=undefined -Xcc -fno-sanitize-recover=undefined
        -Xcc -fsanitize=fuzzer-no-link)
 
-quietly "$swift" build -c release --scratch-path .build-fuzz-engine --product swiftasync --disable-local-rpath \
-    "${flags[@]}" -Xswiftc -static-stdlib -Xlinker -z -Xlinker nodelete \
-    -Xlinker --version-script="$PWD/Sources/CEngineShim/exports.map"
+quietly env SWIFT="$swift" scripts/build-engine.sh .build-fuzz-engine build/swiftasync-fuzz.so "${flags[@]}"
 mkdir -p build/fuzz-corpus
-cp "$("$swift" build -c release --scratch-path .build-fuzz-engine "${flags[@]}" --show-bin-path)/libswiftasync.so" build/swiftasync-fuzz.so
 # Exported, the fuzzer's runtimes serve the engine it loads.
 # shellcheck disable=SC2046
 quietly "$toolchain/bin/clang" -g -O1 -DOPENSSL_API_COMPAT=0x10101000L -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \

@@ -30,15 +30,10 @@ runtime=$(ls "$toolchain"/lib/clang/*/lib/linux/libclang_rt.$runtime_name-x86_64
 build_log=$(mktemp)
 # Builds print pages of linker notes: shown only if the build fails.
 quietly() { "$@" > "$build_log" 2>&1 || { cat "$build_log"; exit 1; }; }
-engine_build=.build-$sanitizer-engine
 tests_build=.build-$sanitizer
 so=$PWD/build/swiftasync-$sanitizer.so
 
-quietly "$swift" build -c release --scratch-path "$engine_build" --product swiftasync --disable-local-rpath \
-    "${flags[@]}" -Xswiftc -static-stdlib -Xlinker -z -Xlinker nodelete \
-    -Xlinker --version-script="$PWD/Sources/CEngineShim/exports.map"
-mkdir -p build
-cp "$("$swift" build -c release --scratch-path "$engine_build" "${flags[@]}" --show-bin-path)/libswiftasync.so" "$so"
+quietly env SWIFT="$swift" scripts/build-engine.sh ".build-$sanitizer-engine" "$so" "${flags[@]}"
 # Exported, the runtime in the test binary and engine-loader serves the .so they load.
 quietly "$swift" build --build-tests --scratch-path "$tests_build" "${flags[@]}" -Xlinker --export-dynamic
 tests=$("$swift" build --scratch-path "$tests_build" "${flags[@]}" --show-bin-path)/swiftasyncPackageTests.xctest
