@@ -38,21 +38,8 @@ final class StatsPublisher: @unchecked Sendable {
             self.directory = directory
             guard directory != nil, !running else { return }
             running = true
-            var all = sigset_t(), previous = sigset_t()
-            sigfillset(&all)
-            pthread_sigmask(SIG_SETMASK, &all, &previous)
-            var created = pthread_t()
-            let context = Unmanaged.passRetained(self).toOpaque()
-            if pthread_create(&created, nil, { context in
-                Unmanaged<StatsPublisher>.fromOpaque(context!).takeRetainedValue().run()
-                return nil
-            }, context) == 0 {
-                thread = created
-            } else {
-                Unmanaged<StatsPublisher>.fromOpaque(context).release()
-                running = false
-            }
-            pthread_sigmask(SIG_SETMASK, &previous, nil)
+            thread = EngineThread.start(named: "stat") { [self] in run() }
+            running = thread != nil
         }
     }
 

@@ -62,32 +62,13 @@ final class WorkerPool: @unchecked Sendable {
 
     deinit { queue.deallocate() }
 
-    /// Starts the threads with every signal blocked: signals belong to the
-    /// host application's threads. Returns false if no thread could start.
+    /// Returns false if no thread could start.
     func start() -> Bool {
-        var all = sigset_t(), previous = sigset_t()
-        sigfillset(&all)
-        pthread_sigmask(SIG_SETMASK, &all, &previous)
-        defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
-
         for index in 0..<threadCount {
-            var thread = pthread_t()
-            let context = UnsafeMutablePointer<WorkerStart>.allocate(capacity: 1)
-            context.initialize(to: WorkerStart(pool: self, index: index))
-            let created = pthread_create(&thread, nil, { context in
-                let start = context!.assumingMemoryBound(to: WorkerStart.self)
-                let (pool, index) = (start.pointee.pool, start.pointee.index)
-                start.deinitialize(count: 1)
-                start.deallocate()
-                pool.runWorker(index)
-                pool.threadWillExit()
-                return nil
-            }, context)
-            if created != 0 {
-                context.deinitialize(count: 1)
-                context.deallocate()
-                break
-            }
+            guard let thread = EngineThread.start(named: "\(index)", { [self] in
+                runWorker(index)
+                threadWillExit()
+            }) else { break }
             threads.append(thread)
         }
         if threads.isEmpty { lock.withLock { stopping = true } }
@@ -244,11 +225,6 @@ final class WorkerPool: @unchecked Sendable {
         threads.removeAll()
         return orphans
     }
-}
-
-private struct WorkerStart {
-    let pool: WorkerPool
-    let index: Int
 }
 
 func monotonicNanoseconds() -> Int {

@@ -1,4 +1,4 @@
-import CLinuxEvents
+import CLinux
 import COpenSSL
 import EngineHarness
 import Glibc

@@ -9,14 +9,24 @@ final class LifecycleTests: EngineTestCase {
     /// Runs body so that its keys are freed (and their engine references dropped) on return.
     func scoped(_ body: () throws -> Void) rethrows { try body() }
 
-    func threadCount() -> Int {
-        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
+    /// The names of this process's threads, from /proc.
+    func threadNames() -> [String] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        return tasks.compactMap {
+            try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8).trimmingCharacters(in: .newlines)
+        }
+    }
+
+    /// The engine's own threads (workers and the stats publisher are named
+    /// "swiftasync-…"); the host's other threads come and go on their own.
+    func engineThreads() -> [String] {
+        threadNames().filter { $0.hasPrefix("swiftasync-") }
     }
 
     /// A joined thread can linger in /proc for a moment after pthread_join returns.
-    func threadCount(settlingAt expected: Int) -> Int {
-        for _ in 0..<100 where threadCount() != expected { usleep(10_000) }
-        return threadCount()
+    func engineThreads(settlingAt expected: Int) -> [String] {
+        for _ in 0..<100 where engineThreads().count != expected { usleep(10_000) }
+        return engineThreads()
     }
 
     func signInJob(_ key: RSAKeyPair) throws {
@@ -27,7 +37,7 @@ final class LifecycleTests: EngineTestCase {
 
     func testLoadUseFreeAndLoadAgain() throws {
         engine.close()
-        let baseline = threadCount()
+        XCTAssertEqual(engineThreads(settlingAt: 0), [])
         for cycle in 1...3 {
             let loaded = try LoadedEngine(settings: [("THREADS", "2")])
             try scoped {
@@ -35,10 +45,11 @@ final class LifecycleTests: EngineTestCase {
                 XCTAssertTrue(key.engineKeyUsesEngine, "cycle \(cycle)")
                 try signInJob(key)
                 XCTAssertEqual(try loaded.stats().header["running_threads"], 2, "cycle \(cycle)")
-                XCTAssertEqual(threadCount(), baseline + 3, "cycle \(cycle): the pool's two workers and the stats publisher")
+                XCTAssertEqual(engineThreads().sorted(), ["swiftasync-0", "swiftasync-1", "swiftasync-stat"],
+                               "cycle \(cycle): the pool's two workers and the stats publisher")
             }
             loaded.close()
-            XCTAssertEqual(threadCount(settlingAt: baseline), baseline, "cycle \(cycle): finish must join the workers")
+            XCTAssertEqual(engineThreads(settlingAt: 0), [], "cycle \(cycle): finish must join the workers")
         }
     }
 
@@ -54,7 +65,7 @@ final class LifecycleTests: EngineTestCase {
         engine.close()
         let key = try RSAKeyPair.der(bits: 1024)
         XCTAssertFalse(key.isEmpty)
-        let baseline = threadCount()
+        let baseline = threadNames().count
         var residentAfterWarmUp = 0
         for cycle in 1...1000 {
             let loaded = try LoadedEngine(settings: [("THREADS", "2")])
@@ -65,7 +76,8 @@ final class LifecycleTests: EngineTestCase {
             loaded.close()
             if cycle == 100 { residentAfterWarmUp = residentKiB() }
         }
-        XCTAssertEqual(threadCount(settlingAt: baseline), baseline, "every cycle's threads are joined")
+        XCTAssertEqual(engineThreads(settlingAt: 0), [], "every cycle's threads are joined")
+        XCTAssertLessThanOrEqual(threadNames().count, baseline, "no thread outlives its cycle")
         guard Self.sanitizer == nil else { return }   // its allocator quarantines freed memory by design
         let growth = residentKiB() - residentAfterWarmUp
         XCTAssertLessThan(growth, 4096, "900 cycles grew the process by \(growth) KiB")
