@@ -37,7 +37,7 @@ final class StatsPublisher: @unchecked Sendable {
         lock.withLock {
             self.directory = directory
             guard directory != nil, !running else { return }
-            running = true
+            // The thread's first step waits for this lock: it sees `running` set.
             thread = EngineThread.start(named: "stat") { [self] in run() }
             running = thread != nil
         }
