@@ -6,10 +6,8 @@ import Foundation
 /// in flight (where they have it) and then run fresh operations; none may hang.
 /// Wait fds only: a callback's pipe would be shared by parent and child.
 public enum ForkCheck {
-    public typealias Report = CheckReport
-
     /// Signs `inFlight` digests in paused jobs, forks, and checks every process.
-    public static func run(key: RSAKeyPair, inFlight: Int = 8, timeout: Double = 30) throws -> Report {
+    public static func run(key: RSAKeyPair, inFlight: Int = 8, timeout: Double = 30) throws -> CheckReport {
         let operations = (0..<inFlight).map { _ in RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key) }
         let expected = operations.map { $0.perform(on: key.softwareKey).output }
         let (bodies, outputs) = RSAPrivateOperation.jobBodies(operations, on: key.engineKey)
@@ -29,15 +27,14 @@ public enum ForkCheck {
             }
             _exit(ok ? 0 : 1)
         }
-        var report = Report(section: "fork")
-        func note(_ ok: Bool, _ line: String) { report.note(ok, line) }
-        note(finishes(running, outputs, expected, timeout: timeout),
-             "the parent finished the \(inFlight) signatures in flight at the fork, byte-equal")
-        note(freshWork(key), "the parent signs after the fork")
+        var report = CheckReport(section: "fork")
+        report.note(finishes(running, outputs, expected, timeout: timeout),
+                    "the parent finished the \(inFlight) signatures in flight at the fork, byte-equal")
+        report.note(freshWork(key), "the parent signs after the fork")
         let status = waitForExit(child, timeout: timeout * 3)
-        note(status == 0, "the child finished the signatures in flight at the fork, signed afresh, and so did its own child (exit status \(status))")
+        report.note(status == 0, "the child finished the signatures in flight at the fork, signed afresh, and so did its own child (exit status \(status))")
         let (forks, failed) = storm(key, forks: 40, timeout: timeout)
-        note(failed == 0, "a storm of \(forks) forks, each with signatures in flight: \(forks - failed) children and the parent signed correctly")
+        report.note(failed == 0, "a storm of \(forks) forks, each with signatures in flight: \(forks - failed) children and the parent signed correctly")
         return report
     }
 

@@ -128,14 +128,16 @@ public struct RSAPrivateOperation: CustomStringConvertible, Sendable {
         }
     }
 
+    /// A job body running this operation on `rsa`; its output lands in `box`.
+    public func jobBody(on rsa: OpaquePointer, into box: OutputBox) -> () -> Int32 {
+        { let (result, output) = perform(on: rsa); box.output = output; return result }
+    }
+
     /// A job body per operation, each running it on `rsa`, and the boxes their outputs land in.
     public static func jobBodies(_ operations: [RSAPrivateOperation], on rsa: OpaquePointer)
         -> (bodies: [() -> Int32], outputs: [OutputBox]) {
         let outputs = operations.map { _ in OutputBox() }
-        let bodies: [() -> Int32] = zip(operations, outputs).map { operation, box in
-            { let (result, output) = operation.perform(on: rsa); box.output = output; return result }
-        }
-        return (bodies, outputs)
+        return (zip(operations, outputs).map { $0.jobBody(on: rsa, into: $1) }, outputs)
     }
 
     /// The call itself on one key: (return value, output bytes).

@@ -216,9 +216,9 @@ public enum Soak {
                     defer { ECDSA_SIG_free(box.signature) }
                     return box.signature != nil && ECDSA_do_verify(digest, Int32(digest.count), box.signature, verifier) == 1
                 })
-            case 75..<88: return rsa(signs1024[pick], rsa1024, "rsa_private_encrypt", box)
-            case 88..<93: return rsa(signs2048[pick], rsa2048, "rsa_private_encrypt", box)
-            case 93..<97: return rsa(decrypts2048[pick], rsa2048, "rsa_private_decrypt", box)
+            case 75..<88: return rsa(signs1024[pick], rsa1024, "rsa_private_encrypt")
+            case 88..<93: return rsa(signs2048[pick], rsa2048, "rsa_private_encrypt")
+            case 93..<97: return rsa(decrypts2048[pick], rsa2048, "rsa_private_decrypt")
             default:
                 let key = EC_KEY_new_by_curve_name(Self.p256.nid)!
                 return Operation(algorithm: "ec_keygen", body: { EC_KEY_generate_key(key) }, check: { result in
@@ -228,12 +228,11 @@ public enum Soak {
             }
         }
 
-        func rsa(_ entry: (RSAPrivateOperation, [UInt8]), _ key: RSAKeyPair, _ algorithm: String, _ box: Box) -> Operation {
+        func rsa(_ entry: (RSAPrivateOperation, [UInt8]), _ key: RSAKeyPair, _ algorithm: String) -> Operation {
             let (operation, expected) = entry
-            let rsa = key.engineKey
-            return Operation(algorithm: algorithm, body: {
-                let (result, output) = operation.perform(on: rsa); box.bytes = output; return result
-            }, check: { $0 > 0 && box.bytes == expected })
+            let box = OutputBox()
+            return Operation(algorithm: algorithm, body: operation.jobBody(on: key.engineKey, into: box),
+                             check: { $0 > 0 && box.output == expected })
         }
     }
 }
