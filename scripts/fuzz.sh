@@ -5,14 +5,9 @@
 # ASan, UBSan and coverage for libFuzzer; the corpus grows in build/fuzz-corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift=${SWIFT:-swift}
 seconds=${FUZZ_SECONDS:-60}
-toolchain=$(dirname "$(dirname "$(readlink -f "$(command -v "$swift")")")")
-build_log=$(mktemp)
-# Builds print pages of linker notes: shown only if the build fails.
-quietly() { "$@" > "$build_log" 2>&1 || { cat "$build_log"; exit 1; }; }
-flags=(--sanitize=address -Xcc -fsanitize=undefined -Xcc -fno-sanitize-recover=undefined
-       -Xcc -fsanitize=fuzzer-no-link)
+source scripts/sanitized-build.sh
+flags=("${address_flags[@]}" -Xcc -fsanitize=fuzzer-no-link)
 
 quietly env SWIFT="$swift" scripts/build-engine.sh .build-fuzz-engine build/swiftasync-fuzz.so "${flags[@]}"
 mkdir -p build/fuzz-corpus

@@ -10,12 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sanitizer=${1:?address or thread}
-swift=${SWIFT:-swift}
 extra_filter=${2:-}
+source scripts/sanitized-build.sh
 
 case "$sanitizer" in
 address)
-    flags=(--sanitize=address -Xcc -fsanitize=undefined -Xcc -fno-sanitize-recover=undefined)
+    flags=("${address_flags[@]}")
     runtime_name=asan ;;
 thread)
     flags=(--sanitize=thread)
@@ -23,13 +23,9 @@ thread)
 *) echo "unknown sanitizer $sanitizer" >&2; exit 2 ;;
 esac
 
-toolchain=$(dirname "$(dirname "$(readlink -f "$(command -v "$swift")")")")
 runtime=$(ls "$toolchain"/lib/clang/*/lib/linux/libclang_rt.$runtime_name-x86_64.so | head -1)
 # The toolchain's TSan runtime refers to libdispatch: load it beside.
 [ "$sanitizer" = thread ] && runtime="$runtime $toolchain/lib/swift/linux/libdispatch.so"
-build_log=$(mktemp)
-# Builds print pages of linker notes: shown only if the build fails.
-quietly() { "$@" > "$build_log" 2>&1 || { cat "$build_log"; exit 1; }; }
 tests_build=.build-$sanitizer
 so=$PWD/build/swiftasync-$sanitizer.so
 
