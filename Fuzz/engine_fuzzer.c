@@ -136,32 +136,30 @@ static int milliseconds_left(long deadline)
 
 static void wait_for_wake(ASYNC_WAIT_CTX *wait_ctx, enum mode mode)
 {
+    long deadline = now_milliseconds() + HANG_SECONDS * 1000L;
+    OSSL_ASYNC_FD fds[4];
+    size_t count = 0;
+    struct pollfd polled;
+    int ready;
+
     if (mode == MODE_CALLBACK) {
-        int waited;
-        for (waited = 0; !atomic_exchange(&called_back, 0); waited += 100)
-            if (waited > HANG_SECONDS * 1000000)
+        while (!atomic_exchange(&called_back, 0)) {
+            if (milliseconds_left(deadline) == 0)
                 fail_hung("hang: no async callback");
-            else
-                usleep(100);
+            usleep(100);
+        }
         return;
     }
-    {
-        OSSL_ASYNC_FD fds[4];
-        size_t count = 0;
-        struct pollfd polled;
-        int ready;
-        long deadline = now_milliseconds() + HANG_SECONDS * 1000L;
-        if (!ASYNC_WAIT_CTX_get_all_fds(wait_ctx, NULL, &count) || count != 1
-            || !ASYNC_WAIT_CTX_get_all_fds(wait_ctx, fds, &count))
-            fail("a paused job registered no single wait fd");
-        polled.fd = fds[0];
-        polled.events = POLLIN;
-        /* libFuzzer's timeout timer (SIGALRM) interrupts poll: not a hang, poll again. */
-        while ((ready = poll(&polled, 1, milliseconds_left(deadline))) < 0 && errno == EINTR)
-            continue;
-        if (ready != 1)
-            fail_hung("hang: the wait fd never became readable");
-    }
+    if (!ASYNC_WAIT_CTX_get_all_fds(wait_ctx, NULL, &count) || count != 1
+        || !ASYNC_WAIT_CTX_get_all_fds(wait_ctx, fds, &count))
+        fail("a paused job registered no single wait fd");
+    polled.fd = fds[0];
+    polled.events = POLLIN;
+    /* libFuzzer's timeout timer (SIGALRM) interrupts poll: not a hang, poll again. */
+    while ((ready = poll(&polled, 1, milliseconds_left(deadline))) < 0 && errno == EINTR)
+        continue;
+    if (ready != 1)
+        fail_hung("hang: the wait fd never became readable");
 }
 
 static int run_in_job(operation_fn operation, void *argument, enum mode mode)
