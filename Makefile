@@ -4,8 +4,19 @@ ENGINE_DIR   := build
 ENGINE_SO    := $(ENGINE_DIR)/swiftasync.so
 ENGINE_ABS   := $(CURDIR)/$(ENGINE_SO)
 ENGINESDIR    = $(shell openssl version -e | sed -n 's/^ENGINESDIR: "\(.*\)"/\1/p')
+# MULTIBUFFER=0 builds without Intel's crypto_mb: every operation scalar.
+# Each kind of build has scratch paths of its own.
+MULTIBUFFER  ?= 1
+ifeq ($(MULTIBUFFER),0)
+export SWIFTASYNC_CRYPTO_MB :=
+SCRATCH_KIND := -scalar
+else
+export SWIFTASYNC_CRYPTO_MB := $(CURDIR)/.build-crypto-mb
+SCRATCH_KIND :=
+endif
 # The engine has its own scratch path: its flags differ from the tests'.
-ENGINE_BUILD := .build-engine
+ENGINE_BUILD := .build-engine$(SCRATCH_KIND)
+TEST_BUILD   := .build$(SCRATCH_KIND)
 
 .PHONY: all engine loader install deps test sanitize fuzz stress bench bench-tls clean
 
@@ -13,6 +24,9 @@ all: engine loader
 
 deps:
 	scripts/install-deps.sh
+ifneq ($(MULTIBUFFER),0)
+	scripts/fetch-crypto-mb.sh $(SWIFTASYNC_CRYPTO_MB)
+endif
 
 engine: deps
 	SWIFT=$(SWIFT) scripts/build-engine.sh $(ENGINE_BUILD) $(ENGINE_SO)
@@ -23,13 +37,13 @@ install: engine
 	@echo "installed $(ENGINESDIR)/swiftasync.so"
 
 loader:
-	$(SWIFT) build -c release --product engine-loader
-	@echo "built $$($(SWIFT) build -c release --show-bin-path)/engine-loader"
+	$(SWIFT) build -c release --scratch-path $(TEST_BUILD) --product engine-loader
+	@echo "built $$($(SWIFT) build -c release --scratch-path $(TEST_BUILD) --show-bin-path)/engine-loader"
 
 # Unit tests of the pool, then the .so loaded in-process and under real apps.
 test: engine
-	$(SWIFT) build --build-tests
-	SWIFTASYNC_SO=$(ENGINE_ABS) $(SWIFT) test --skip-build --disable-swift-testing
+	$(SWIFT) build --build-tests --scratch-path $(TEST_BUILD)
+	SWIFTASYNC_SO=$(ENGINE_ABS) $(SWIFT) test --skip-build --disable-swift-testing --scratch-path $(TEST_BUILD)
 
 # The engine and the whole suite under AddressSanitizer with UBSan, then ThreadSanitizer.
 sanitize: deps
@@ -43,8 +57,8 @@ fuzz: deps
 # Hardening checks that take minutes: valgrind memcheck over openssl speed,
 # then the soak (SOAK_OPS=2000000 for a longer one).
 stress: engine
-	$(SWIFT) build --product engine-loader
-	ENGINE_SO=$(ENGINE_ABS) ENGINE_LOADER=$$($(SWIFT) build --show-bin-path)/engine-loader scripts/stress.sh
+	$(SWIFT) build --scratch-path $(TEST_BUILD) --product engine-loader
+	ENGINE_SO=$(ENGINE_ABS) ENGINE_LOADER=$$($(SWIFT) build --scratch-path $(TEST_BUILD) --show-bin-path)/engine-loader scripts/stress.sh
 
 # The main job: the engine against plain OpenSSL, side by side, with ratios.
 bench: engine
@@ -52,7 +66,7 @@ bench: engine
 
 # Full TLS handshakes/s with and without the engine: engine-loader serve and HAProxy under h2load.
 bench-tls: engine loader
-	ENGINE_SO=$(ENGINE_ABS) ENGINE_LOADER=$$($(SWIFT) build -c release --show-bin-path)/engine-loader scripts/bench-tls.sh
+	ENGINE_SO=$(ENGINE_ABS) ENGINE_LOADER=$$($(SWIFT) build -c release --scratch-path $(TEST_BUILD) --show-bin-path)/engine-loader scripts/bench-tls.sh
 
 clean:
 	rm -rf $(ENGINE_DIR) $(ENGINE_BUILD) .build

@@ -5,6 +5,17 @@ import PackageDescription
 // through OpenSSL's dynamic engine, exactly as an application would.
 let opensslCompat: [CSetting] = [.define("OPENSSL_API_COMPAT", to: "0x10101000L")]
 
+// Intel's crypto_mb, unpacked by scripts/fetch-crypto-mb.sh: the 8-lane math,
+// linked statically into the engine. Without it (make MULTIBUFFER=0) every
+// operation is computed by OpenSSL's scalar code.
+let cryptoMB = Context.environment["SWIFTASYNC_CRYPTO_MB"].flatMap { $0.isEmpty ? nil : $0 }
+let multibufferC: [CSetting] = cryptoMB.map {
+    [.define("SA_WITH_CRYPTO_MB"), .unsafeFlags(["-I", "\($0)/include"])]
+} ?? []
+let multibufferLink: [LinkerSetting] = cryptoMB.map {
+    [.unsafeFlags(["\($0)/lib/libcrypto_mb.a"])]
+} ?? []
+
 let package = Package(
     name: "swiftasync",
     products: [
@@ -18,7 +29,7 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl",
                        providers: [.apt(["libssl-dev"])]),
         .target(name: "CEngineShim", dependencies: ["COpenSSL"], exclude: ["exports.map"],
-                cSettings: opensslCompat),
+                cSettings: opensslCompat + multibufferC, linkerSettings: multibufferLink),
         .target(name: "SwiftEngine", dependencies: ["CEngineShim", "CLinux"]),
         .systemLibrary(name: "CLinux"),
         .target(name: "EngineHarness", dependencies: ["COpenSSL", "CLinux"]),

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Side by side, in one run: `openssl speed` without the engine (one core and
-# -multi <cores>) and with swiftasync (no async jobs, -async_jobs 1 and 64).
-# Wall-clock rates (-elapsed): without it speed divides by the process's CPU
-# time, which counts the engine's worker threads too.
+# -multi <cores>) and with swiftasync (no async jobs, -async_jobs 1, 8 and 64,
+# and -async_jobs 64 with the 8-lane path switched off). Wall-clock rates
+# (-elapsed): without it speed divides by the process's CPU time, which
+# counts the engine's worker threads too. The engine's own counters give the
+# operations offloaded and how many ran in 8-lane calls, with the average fill.
 set -euo pipefail
 engine=${ENGINE_SO:?path of swiftasync.so}
 seconds=${BENCH_SECONDS:-5}
 cores=$(nproc)
-algorithms=${BENCH_ALGORITHMS:-rsa2048 ecdhp256 ecdhx25519 ecdsap256}
+algorithms=${BENCH_ALGORITHMS:-rsa2048 rsa4096 ecdhx25519 ecdhp256 ecdsap256}
 stats=$(mktemp)
 trap 'rm -f "$stats"' EXIT
 
@@ -20,46 +22,61 @@ rate() {
         END { print value + 0 }'
 }
 
-# Same, through the engine, with the operations its counters saw offloaded.
+# Same, through the engine: "rate offloaded lanes average-fill" from its counters.
 engine_rate() {
     : > "$stats"
-    local value offloaded
+    local value
     value=$(SWIFTASYNC_STATS_FILE=$stats rate -engine "$engine" "$@")
-    offloaded=$(awk '{ for (i = 2; i <= NF; i++) if ($i ~ /^offloaded=/) { split($i, kv, "="); sum += kv[2] } } END { print sum + 0 }' "$stats")
-    echo "$value $offloaded"
+    awk -v value="$value" '
+        { for (i = 2; i <= NF; i++) { split($i, kv, "=")
+              if (kv[1] == "offloaded") offloaded += kv[2]
+              if (kv[1] == "lanes") lanes += kv[2]
+              if (kv[1] == "lane_calls") calls += kv[2] } }
+        END { printf "%s %d %d %s\n", value, offloaded, lanes, calls > 0 ? sprintf("%.1f", lanes / calls) : "-" }' "$stats"
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r + 0 >= t) ? "met" : "NOT MET" }'; }
-# Microseconds an operation spends handed off (submit to resume), beyond the math itself.
-handoff() { awk -v e="$1" -v s="$2" 'BEGIN { if (e > 0 && s > 0) printf "%.1f", 1e6 / e - 1e6 / s; else print "n/a" }'; }
+row() { printf '%-36s %10s %11s %10s %6s\n' "$@"; }
 
 echo "openssl speed, ${seconds}s per run, $cores cores, $(openssl version)"
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p')"
 echo "engine: $engine"
+SWIFTASYNC_STATS_FILE=$stats openssl engine -t "$engine" >/dev/null 2>&1 || true
+echo "multi-buffer: $(grep -o 'multibuffer=[a-z_0-9]*' "$stats" | head -1 | cut -d= -f2)"
 for algorithm in $algorithms; do
     case $algorithm in
-        rsa*) target64=0.95 target1=0.90 ;;
-        *)    target64=0.85 target1=0.85 ;;
+        rsa*)        target64=2.5 ;;
+        ecdhx25519)  target64=2.0 ;;
+        *)           target64=1.5 ;;
     esac
     software=$(rate)
     multi=$(rate -multi "$cores")
-    read -r inline inline_offloaded <<< "$(engine_rate)"
-    read -r jobs1 jobs1_offloaded <<< "$(engine_rate -async_jobs 1)"
-    read -r jobs64 jobs64_offloaded <<< "$(engine_rate -async_jobs 64)"
     echo
-    printf '%-34s %12s %14s\n' "$algorithm" "ops/s" "offloaded"
-    printf '%-34s %12s %14s\n' "software, 1 core" "$software" "-"
-    printf '%-34s %12s %14s\n' "software, -multi $cores" "$multi" "-"
-    printf '%-34s %12s %14s\n' "engine, no async jobs" "$inline" "$inline_offloaded"
-    printf '%-34s %12s %14s\n' "engine, -async_jobs 1" "$jobs1" "$jobs1_offloaded"
-    printf '%-34s %12s %14s\n' "engine, -async_jobs 64" "$jobs64" "$jobs64_offloaded"
-    r64=$(ratio "$jobs64" "$multi"); r1=$(ratio "$jobs1" "$software"); r0=$(ratio "$inline" "$software")
-    echo "ratio engine -async_jobs 64 / software -multi $cores: $r64 (target >= $target64: $(verdict "$r64" "$target64"))"
-    echo "ratio engine -async_jobs 1  / software 1 core:     $r1 (target >= $target1: $(verdict "$r1" "$target1"))"
-    if [ "${algorithm#rsa}" != "$algorithm" ]; then
-        echo "ratio engine no async jobs  / software 1 core:     $r0 (target >= 0.97: $(verdict "$r0" 0.97))"
-    else
-        echo "ratio engine no async jobs  / software 1 core:     $r0"
+    row "$algorithm" "ops/s" "offloaded" "in lanes" "fill"
+    row "software, 1 core" "$software" - - -
+    row "software, -multi $cores" "$multi" - - -
+    read -r inline inline_offloaded _ _ <<< "$(engine_rate)"
+    row "engine, no async jobs" "$inline" "$inline_offloaded" - -
+    read -r jobs1 jobs1_offloaded jobs1_lanes jobs1_fill <<< "$(engine_rate -async_jobs 1)"
+    row "engine, -async_jobs 1" "$jobs1" "$jobs1_offloaded" "$jobs1_lanes" "$jobs1_fill"
+    if [ "$algorithm" = rsa2048 ]; then
+        read -r jobs8 jobs8_offloaded jobs8_lanes jobs8_fill <<< "$(engine_rate -async_jobs 8)"
+        row "engine, -async_jobs 8" "$jobs8" "$jobs8_offloaded" "$jobs8_lanes" "$jobs8_fill"
     fi
-    echo "hand-off per operation at -async_jobs 1 (submit to resume, beyond the math): $(handoff "$jobs1" "$software") us"
+    read -r jobs64 jobs64_offloaded jobs64_lanes jobs64_fill <<< "$(engine_rate -async_jobs 64)"
+    row "engine, -async_jobs 64" "$jobs64" "$jobs64_offloaded" "$jobs64_lanes" "$jobs64_fill"
+    read -r scalar64 scalar64_offloaded _ _ <<< "$(SWIFTASYNC_MULTIBUFFER=0 engine_rate -async_jobs 64)"
+    row "engine, -async_jobs 64, MULTIBUFFER=0" "$scalar64" "$scalar64_offloaded" 0 -
+    r64=$(ratio "$jobs64" "$multi")
+    echo "ratio engine -async_jobs 64 / software -multi $cores: $r64 (target >= $target64: $(verdict "$r64" "$target64"))"
+    echo "ratio engine -async_jobs 64, MULTIBUFFER=0 / software -multi $cores: $(ratio "$scalar64" "$multi")"
+    if [ "$algorithm" = rsa2048 ]; then
+        r1=$(ratio "$jobs1" "$software")
+        echo "ratio engine -async_jobs 1 / software 1 core: $r1 (target >= 0.9: $(verdict "$r1" 0.9))"
+        echo "ratio engine -async_jobs 8 / software -multi $cores: $(ratio "$jobs8" "$multi")"
+    else
+        echo "ratio engine -async_jobs 1 / software 1 core: $(ratio "$jobs1" "$software")"
+    fi
+    echo "ratio engine no async jobs / software 1 core: $(ratio "$inline" "$software")"
 done

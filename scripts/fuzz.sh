@@ -19,7 +19,8 @@ quietly "$toolchain/bin/clang" -g -O1 -DOPENSSL_API_COMPAT=0x10101000L -fsanitiz
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 status=0
-SWIFTASYNC_SO=$PWD/build/swiftasync-fuzz.so SWIFTASYNC_STATS_FILE=$work/stats \
+# Lanes for any fill: every offloaded RSA-2048 and X25519 input goes through the 8-lane path.
+SWIFTASYNC_SO=$PWD/build/swiftasync-fuzz.so SWIFTASYNC_STATS_FILE=$work/stats SWIFTASYNC_MULTIBUFFER_MIN_FILL=1 \
 ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     build/engine-fuzzer -max_total_time="$seconds" -timeout=30 -rss_limit_mb=8192 -detect_leaks=0 \
     -print_final_stats=1 -artifact_prefix=build/fuzz- build/fuzz-corpus > build/fuzz.log 2>&1 || status=$?
@@ -27,10 +28,14 @@ grep -E "^#[0-9]+ +(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss|E
 inputs=$(sed -n 's/^stat::number_of_executed_units: *//p' build/fuzz.log)
 touch "$work/stats"   # written at exit; absent if the fuzzer died
 echo "engine counters over the run:"
-grep -E "^(rsa|ec|ecdh|ecdsa|x25519|x448)" "$work/stats" | awk '{print "  " $1, $2, $3, $4, $6}' || true
+grep -E "^(rsa|ec|ecdh|ecdsa|x25519|x448)" "$work/stats" | awk '{print "  " $1, $2, $3, $4, $6, $7, $8}' || true
 # Every algorithm must have reached a worker: a fuzzer that quietly ran
 # without the engine proves nothing.
 missing=$(awk '$1 ~ /^(rsa_private_encrypt|rsa_private_decrypt|ec_keygen|ecdh_derive|ecdsa_sign|ecdsa_sign_setup|x25519_derive|x448_derive)$/ && $2 == "offloaded=0" {print $1}' "$work/stats")
+# Where this build and CPU run lanes, the batched paths must have run too.
+if grep -q "multibuffer=in_use" "$work/stats"; then
+    missing="$missing$(awk '$1 ~ /^(rsa_private_encrypt|rsa_private_decrypt|x25519_derive)$/ && $7 == "lanes=0" {print " " $1 " in lanes"}' "$work/stats")"
+fi
 if [ "$status" -ne 0 ] || [ -z "$inputs" ] || [ ! -s "$work/stats" ] || [ -n "$missing" ]; then
     grep -v -E "^INFO|^#[0-9]+ +(NEW|REDUCE|pulse|INITED)|^During symbol" build/fuzz.log | tail -150
     [ -n "$missing" ] && echo "never offloaded: $missing"

@@ -1,4 +1,5 @@
 #include "operation.h"
+#include "multibuffer.h"
 
 #include <string.h>
 #include <openssl/crypto.h>
@@ -8,6 +9,7 @@ void sa_record_init(sa_record *record, const sa_record_kind *kind,
                     sa_algorithm algorithm)
 {
     record->public.algorithm = algorithm;
+    record->public.lane_class = SA_LANES_NONE;
     record->public.wake.fd = -1;
     record->public.wake.callback = NULL;
     record->public.wake.callback_arg = NULL;
@@ -19,6 +21,12 @@ void sa_record_init(sa_record *record, const sa_record_kind *kind,
     record->succeeded = 0;
     record->wake_fd = NULL;
     record->error_count = 0;
+}
+
+void sa_record_set_lane_class(sa_record *record, sa_lane_class lane_class)
+{
+    record->public.lane_class = record->kind->compute_lanes != NULL
+        && sa_mb_available(lane_class) ? lane_class : SA_LANES_NONE;
 }
 
 void sa_record_retain(sa_record *record)
@@ -81,6 +89,14 @@ static void store_result(sa_record *record, int succeeded)
     record->kind->release_inputs(record);
 }
 
+void sa_record_store_lane(sa_record *record, int succeeded, unsigned int drop_last)
+{
+    capture_errors(record);
+    record->error_count -= (int)(drop_last & 1u);
+    ERR_clear_error();
+    store_result(record, succeeded);
+}
+
 void sa_record_compute_here(sa_record *record)
 {
     store_result(record, record->kind->compute(record));
@@ -119,6 +135,41 @@ int sa_operation_execute(sa_operation *op)
     ERR_clear_error();
     store_result(record, succeeded);
     return succeeded;
+}
+
+int sa_operations_execute_lanes(sa_operation *const ops[], int count, int succeeded[])
+{
+    sa_record *pending[SA_MAX_LANES];
+    int in_lanes[SA_MAX_LANES] = { 0 };
+    int pending_count = 0, lanes_used = 0, i;
+
+    if (count > SA_MAX_LANES)
+        count = SA_MAX_LANES;
+    for (i = 0; i < count; i++) {
+        sa_record *record = (sa_record *)ops[i];
+        if (!atomic_load_explicit(&record->computed, memory_order_acquire))
+            pending[pending_count++] = record;
+    }
+    ERR_clear_error();
+    if (pending_count > 0 && pending[0]->kind->compute_lanes != NULL)
+        lanes_used = pending[0]->kind->compute_lanes(pending, pending_count, in_lanes);
+    ERR_clear_error();
+    for (i = 0; i < pending_count; i++)
+        if (!in_lanes[i])
+            sa_operation_execute(&pending[i]->public);
+    for (i = 0; i < count; i++)
+        succeeded[i] = ((sa_record *)ops[i])->succeeded;
+    return lanes_used;
+}
+
+int sa_lanes_available(sa_lane_class lane_class)
+{
+    return sa_mb_available(lane_class);
+}
+
+const char *sa_lanes_unavailable_reason(void)
+{
+    return sa_mb_unavailable_reason();
 }
 
 void sa_operation_publish_done(sa_operation *op)

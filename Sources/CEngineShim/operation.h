@@ -28,6 +28,13 @@ typedef struct sa_record_kind {
     int (*compute)(sa_record *record);         /* the math; 1 on success; may run again after a fork */
     void (*release_inputs)(sa_record *record); /* drop key references once computed */
     void (*destroy)(sa_record *record);        /* cleanse secrets, free the rest */
+    /*
+     * The 8-lane math for up to SA_MAX_LANES records of one lane class (NULL:
+     * none). Stores each result it computes with sa_record_store_lane and
+     * sets in_lanes[i]; a record it leaves alone is computed by `compute`.
+     * Returns how many records went through the 8-lane call.
+     */
+    int (*compute_lanes)(sa_record *records[], int count, int in_lanes[]);
 } sa_record_kind;
 
 struct sa_record {
@@ -45,12 +52,21 @@ struct sa_record {
 /* Initialises the common part; the caller holds the one reference. */
 void sa_record_init(sa_record *record, const sa_record_kind *kind,
                     sa_algorithm algorithm);
+/* Lets the record share 8-lane calls with others of its class. */
+void sa_record_set_lane_class(sa_record *record, sa_lane_class lane_class);
 void sa_record_retain(sa_record *record);
 void sa_record_release(sa_record *record);
 int sa_record_is_done(sa_record *record);
 
 /* Runs the math on the caller's thread; its errors stay on that thread. */
 void sa_record_compute_here(sa_record *record);
+/*
+ * Stores a result computed in lanes, with the errors this thread's queue
+ * holds for it, and clears the queue for the next lane. drop_last is 0 or 1,
+ * from constant-time arithmetic: 1 forgets the newest error, as OpenSSL's
+ * RSA decryption does for a padding that turned out good.
+ */
+void sa_record_store_lane(sa_record *record, int succeeded, unsigned int drop_last);
 /* Puts the errors a worker saw onto the calling thread's error queue. */
 void sa_record_replay_errors(const sa_record *record);
 

@@ -185,6 +185,12 @@ public struct EngineStats: CustomStringConvertible {
         }
     }
 
+    /// Whether 8-lane calls run ("in_use") or why not ("off_by_ctrl", "not_built", "cpu_lacks_avx512_ifma").
+    public var multibuffer: String {
+        text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+            .first { $0.hasPrefix("multibuffer=") }.map { String($0.dropFirst(12)) } ?? "unknown"
+    }
+
     public func count(_ algorithm: String, _ counter: String) -> Int {
         algorithms[algorithm]?[counter] ?? 0
     }

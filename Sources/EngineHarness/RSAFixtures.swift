@@ -14,6 +14,13 @@ public final class RSAKeyPair: @unchecked Sendable {
     /// DER of a key of `bits`, generated once per process.
     public static func der(bits: Int) throws -> [UInt8] {
         if let der = generated.withLock({ $0[bits] }) { return der }
+        let der = try freshDER(bits: bits)
+        generated.withLock { $0[bits] = der }
+        return der
+    }
+
+    /// DER of a newly generated key of `bits`.
+    static func freshDER(bits: Int) throws -> [UInt8] {
         let rsa = RSA_new_method(nil)!
         defer { RSA_free(rsa) }
         let exponent = BN_new()!
@@ -26,14 +33,13 @@ public final class RSAKeyPair: @unchecked Sendable {
         let length = i2d_RSAPrivateKey(rsa, &out)
         guard length > 0, let out else { throw HarnessError("i2d_RSAPrivateKey failed") }
         defer { CRYPTO_free(out, #file, #line) }
-        let der = Array(UnsafeBufferPointer(start: out, count: Int(length)))
-        generated.withLock { $0[bits] = der }
-        return der
+        return Array(UnsafeBufferPointer(start: out, count: Int(length)))
     }
 
-    public init(bits: Int) throws {
+    /// The process's key of `bits`, or with `fresh` one of its own.
+    public init(bits: Int, fresh: Bool = false) throws {
         self.bits = bits
-        let der = try Self.der(bits: bits)
+        let der = try fresh ? Self.freshDER(bits: bits) : Self.der(bits: bits)
         func decode() throws -> OpaquePointer {
             try der.withUnsafeBufferPointer { buffer in
                 var cursor: UnsafePointer<UInt8>? = buffer.baseAddress

@@ -13,6 +13,9 @@ import Foundation
 /// second application thread calls the same operations outside any job
 /// (inline, or blocking on the pool when sync offload is on).
 ///
+/// Between rounds the 8-lane path is switched and its fill threshold set at
+/// random (1 to 8, or the measured crossover), so lanes of every fill run.
+///
 /// Exactly once: per algorithm, operations offloaded plus computed inline
 /// must equal the operations the soak issued, every offloaded one must have
 /// been handed back by a worker, and nothing may be left in flight.
@@ -59,6 +62,8 @@ public enum Soak {
                 try engine.set("THREADS", String(1 + random.below(4)))
                 try engine.set("QUEUE_DEPTH", String([1, 2, 4, 16, 64, 1024][random.below(6)]))
                 try engine.set("SYNC_OFFLOAD", random.below(2) == 0 ? "0" : "1")
+                try engine.set("MULTIBUFFER", random.below(4) == 0 ? "0" : "1")
+                try engine.set("MULTIBUFFER_MIN_FILL", String(random.below(LaneCheck.width + 1)))
                 report.reshapes += 1
             }
             let operations = (0...random.below(64)).map { _ in fixtures.make(&random) }
@@ -92,9 +97,13 @@ public enum Soak {
 
     static func account(_ report: inout Report, before: EngineStats, after: EngineStats, settled: Bool) {
         if !settled { report.accountingErrors.append("operations still in flight 30 s after the last round") }
+        let lanes = ["rsa_private_encrypt", "x25519_derive"].map { after.count($0, "lanes") - before.count($0, "lanes") }
+        if LaneCheck.lanesExist(after), lanes.contains(0), report.operations >= 10_000 {
+            report.accountingErrors.append("the 8-lane path never ran (RSA, X25519 in lanes: \(lanes))")
+        }
         for (algorithm, issued) in report.issued.sorted(by: { $0.key < $1.key }) {
             var counted: [String: Int] = [:]
-            for counter in ["offloaded", "completed", "inline", "retried", "failed"] {
+            for counter in ["offloaded", "completed", "inline", "retried", "failed", "lanes", "lane_calls"] {
                 counted[counter] = after.count(algorithm, counter) - before.count(algorithm, counter)
             }
             report.counted[algorithm] = counted

@@ -19,6 +19,10 @@ struct Configuration: Sendable {
     var idleSpinMicroseconds = 50
     /// Latency added before each operation, as a hardware accelerator would have (tests).
     var workerDelayMicroseconds = 0
+    /// Like operations queued together share 8-lane calls where the CPU can run them.
+    var multibuffer = true
+    /// Fewest like operations for one 8-lane call; 0: the crossover measured per kind.
+    var multibufferMinimumFill = 0
 
     static let threadLimit = 1024
     static let queueDepthLimit = 1 << 20
@@ -46,6 +50,10 @@ struct Configuration: Sendable {
             notifyDelayMicroseconds = value
         case "IDLE_SPIN_USEC" where (0...Self.idleSpinLimit).contains(value):
             idleSpinMicroseconds = value
+        case "MULTIBUFFER" where value == 0 || value == 1:
+            multibuffer = value == 1
+        case "MULTIBUFFER_MIN_FILL" where (0...LanePolicy.width).contains(value):
+            multibufferMinimumFill = value
         case "WORKER_DELAY_USEC" where (0...Self.workerDelayLimit).contains(value):
             workerDelayMicroseconds = value
         default:
@@ -68,7 +76,7 @@ struct Configuration: Sendable {
         }
     }
 
-    static let environmentNames = ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "NOTIFY_BATCH", "NOTIFY_DELAY_USEC", "IDLE_SPIN_USEC", "WORKER_DELAY_USEC", "STATS_FILE", "STATS_DIR"]
+    static let environmentNames = ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "NOTIFY_BATCH", "NOTIFY_DELAY_USEC", "IDLE_SPIN_USEC", "WORKER_DELAY_USEC", "MULTIBUFFER", "MULTIBUFFER_MIN_FILL", "STATS_FILE", "STATS_DIR"]
 
     /// Defaults overridden by SWIFTASYNC_<NAME>; invalid values are ignored
     /// with a warning on stderr, since there is no caller to return an error to.

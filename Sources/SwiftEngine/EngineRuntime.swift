@@ -126,6 +126,8 @@ final class EngineRuntime: @unchecked Sendable {
                 || updated.notifyDelayMicroseconds != configuration.notifyDelayMicroseconds
                 || updated.idleSpinMicroseconds != configuration.idleSpinMicroseconds
                 || updated.workerDelayMicroseconds != configuration.workerDelayMicroseconds
+                || updated.multibuffer != configuration.multibuffer
+                || updated.multibufferMinimumFill != configuration.multibufferMinimumFill
             configuration = updated
             syncOffload.store(updated.syncOffload, ordering: .relaxed)
             if reshaped { retired = takePool() }
@@ -176,11 +178,20 @@ final class EngineRuntime: @unchecked Sendable {
             if let pool { return pool }
             if exiting { return nil }
             let delay = UInt32(configuration.workerDelayMicroseconds)
+            let policy = LanePolicy(enabled: configuration.multibuffer,
+                                    minimumFillOverride: configuration.multibufferMinimumFill)
+            let lanes = WorkerPool.Lanes(width: LanePolicy.width, key: LanePolicy.key(of:),
+                                         minimumFill: { policy.minimumFill(forKey: $0) },
+                                         execute: { items in
+                                             if delay > 0 { usleep(delay) }
+                                             EngineRuntime.shared.executeLanes(items)
+                                         })
             let fresh = WorkerPool(threadCount: configuration.workerCount,
                                    queueCapacity: configuration.queueDepth,
                                    notifyBatch: configuration.notifyBatch,
                                    notifyDelayMicroseconds: configuration.notifyDelayMicroseconds,
                                    idleSpinMicroseconds: configuration.idleSpinMicroseconds,
+                                   lanes: lanes,
                                    execute: { item in
                                        if delay > 0 { usleep(delay) }
                                        EngineRuntime.shared.execute(item)
@@ -246,6 +257,23 @@ final class EngineRuntime: @unchecked Sendable {
         sa_operation_publish_done(operation)
     }
 
+    /// Like operations together: one 8-lane call for those that qualify, the
+    /// rest one by one; each result made visible to its job.
+    private func executeLanes(_ items: [UnsafeMutableRawPointer]) {
+        var operations = items.map { Optional($0.assumingMemoryBound(to: sa_operation.self)) }
+        var succeeded = [Int32](repeating: 0, count: items.count)
+        let inLanes = Int(sa_operations_execute_lanes(&operations, Int32(items.count), &succeeded))
+        let counters = statistics.counters(for: operations[0]!.pointee.algorithm)
+        if inLanes > 0 {
+            counters.lanes.wrappingAdd(inLanes, ordering: .relaxed)
+            counters.laneCalls.increment()
+        }
+        for (operation, ok) in zip(operations, succeeded) {
+            if ok == 0 { counters.failed.increment() }
+            sa_operation_publish_done(operation!)
+        }
+    }
+
     /// Then the owner is woken and the worker lets go of the record.
     private func notify(_ item: UnsafeMutableRawPointer) {
         let operation = item.assumingMemoryBound(to: sa_operation.self)
@@ -267,6 +295,7 @@ final class EngineRuntime: @unchecked Sendable {
                 + " threads=\(configuration.workerCount) running_threads=\(pool?.threadCount ?? 0)"
                 + " queue_depth=\(configuration.queueDepth) sync_offload=\(configuration.syncOffload ? 1 : 0)"
                 + " queued=\(queued) busy_threads=\(busy)"
+                + " multibuffer=\(LanePolicy.status(enabled: configuration.multibuffer))"
         }
         return statistics.report(header: header)
     }

@@ -10,6 +10,9 @@ final class Statistics: Sendable {
         let inline = Atomic<Int>(0)
         let retried = Atomic<Int>(0)
         let failed = Atomic<Int>(0)
+        /// Computed in multi-buffer calls, and those calls: lanes / calls is the average fill.
+        let lanes = Atomic<Int>(0)
+        let laneCalls = Atomic<Int>(0)
     }
 
     static let algorithmNames: [String] = (0..<Int(SA_ALG_COUNT.rawValue)).map { index in
@@ -57,7 +60,9 @@ final class Statistics: Sendable {
                 + " completed=\(counter.completed.load(ordering: .acquiring))"
                 + " inline=\(counter.inline.load(ordering: .relaxed))"
                 + " retried=\(counter.retried.load(ordering: .relaxed))"
-                + " failed=\(counter.failed.load(ordering: .relaxed))\n"
+                + " failed=\(counter.failed.load(ordering: .relaxed))"
+                + " lanes=\(counter.lanes.load(ordering: .relaxed))"
+                + " lane_calls=\(counter.laneCalls.load(ordering: .relaxed))\n"
         }
         return text
     }

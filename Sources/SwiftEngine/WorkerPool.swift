@@ -10,8 +10,25 @@ import Synchronization
 /// application is then woken once for several results instead of once each,
 /// and the cores stay on the math. With nothing queued a worker tells each
 /// owner at once, so a lone operation never waits.
+///
+/// With `lanes`, a worker that takes an item also takes like items already
+/// queued (same key) for one multi-buffer call, when there are enough of them.
 final class WorkerPool: @unchecked Sendable {
     typealias Handler = @Sendable (UnsafeMutableRawPointer) -> Void
+
+    /// How a worker gathers like items for one multi-buffer call.
+    struct Lanes: Sendable {
+        let width: Int
+        /// Items of one key may share a call; 0 never shares.
+        let key: @Sendable (UnsafeMutableRawPointer) -> Int
+        /// Fewest items of a key worth one call; nil: none of that key does.
+        let minimumFill: @Sendable (Int) -> Int?
+        let execute: @Sendable ([UnsafeMutableRawPointer]) -> Void
+    }
+
+    /// How deep into the queue a worker looks for like items: bounds the time
+    /// the lock is held, whatever the queue's depth.
+    static let laneWindow = 256
 
     enum SubmitOutcome: Equatable {
         case queued(depth: Int)
@@ -25,6 +42,7 @@ final class WorkerPool: @unchecked Sendable {
     private let execute: Handler
     private let notify: Handler
     private let threadWillExit: @Sendable () -> Void
+    private let lanes: Lanes?
     private let lock = PThreadLock()
     private let workAvailable = PThreadCondition()
     private let roomAvailable = PThreadCondition()
@@ -47,9 +65,10 @@ final class WorkerPool: @unchecked Sendable {
     private var inFlight: [[UnsafeMutableRawPointer]]
 
     init(threadCount: Int, queueCapacity: Int, notifyBatch: Int = 1, notifyDelayMicroseconds: Int = 0,
-         idleSpinMicroseconds: Int = 0, execute: @escaping Handler, notify: @escaping Handler,
-         threadWillExit: @escaping @Sendable () -> Void = {}) {
+         idleSpinMicroseconds: Int = 0, lanes: Lanes? = nil, execute: @escaping Handler,
+         notify: @escaping Handler, threadWillExit: @escaping @Sendable () -> Void = {}) {
         self.threadWillExit = threadWillExit
+        self.lanes = lanes
         notifyDelayNanoseconds = max(0, notifyDelayMicroseconds) * 1000
         self.threadCount = threadCount
         idleSpinNanoseconds = max(0, idleSpinMicroseconds) * 1000
@@ -132,9 +151,23 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
+    /// With the lock held: adds the like items queued behind `first` to
+    /// `batch` if together they fill enough lanes. True: run `batch` in lanes.
+    private func gatherLikeItems(_ first: UnsafeMutableRawPointer, into batch: inout [UnsafeMutableRawPointer]) -> Bool {
+        guard let lanes else { return false }
+        let key = lanes.key(first)
+        guard key != 0, let minimum = lanes.minimumFill(key), minimum <= lanes.width,
+              queue.count >= minimum - 1 else { return false }
+        queue.take(upTo: lanes.width - 1, ifAtLeast: minimum - 1, within: Self.laneWindow,
+                   into: &batch) { lanes.key($0) == key }
+        return batch.count >= minimum
+    }
+
     private func runWorker(_ index: Int) {
         var done: [UnsafeMutableRawPointer] = []
         done.reserveCapacity(notifyBatch)
+        var batch: [UnsafeMutableRawPointer] = []
+        batch.reserveCapacity(lanes?.width ?? 1)
         var justWatched = false
         var heldSince = 0
         /// With the lock held: the lock is let go for work, counted as busy.
@@ -156,8 +189,11 @@ final class WorkerPool: @unchecked Sendable {
         while true {
             while forking { forkFinished.wait(lock) }
             if let item = queue.pop() {
+                batch.removeAll(keepingCapacity: true)
+                batch.append(item)
+                let inLanes = gatherLikeItems(item, into: &batch)
                 queued.store(queue.count, ordering: .relaxed)
-                inFlight[index].append(item)
+                inFlight[index].append(contentsOf: batch)
                 justWatched = false
                 let wakeSubmitter = waitingSubmitters > 0
                 let flush = done.count >= notifyBatch
@@ -166,9 +202,9 @@ final class WorkerPool: @unchecked Sendable {
                 leaveForWork()
                 if wakeSubmitter { roomAvailable.signal() }
                 if flush { notifyAll() }
-                execute(item)
+                if inLanes, let lanes { lanes.execute(batch) } else { execute(item) }
                 if done.isEmpty { heldSince = monotonicNanoseconds() }
-                done.append(item)
+                done.append(contentsOf: batch)
                 returnFromWork()
             } else if !done.isEmpty {
                 inFlight[index].removeFirst(done.count)

@@ -8,7 +8,8 @@ struct Check: ParsableCommand {
         abstract: "Run every supported operation through the engine and compare with default OpenSSL.",
         discussion: """
             RSA (every padding and key size), EC keygen/ECDH/ECDSA, X25519 and X448, each in sync, \
-            wait-fd and callback modes, then TLS handshakes. Exit status 0 only if every result matched \
+            wait-fd and callback modes; the 8-lane path (every fill, padding and size, eight keys, \
+            bad inputs among good ones, kinds mixed); then TLS handshakes. Exit status 0 only if every result matched \
             default OpenSSL and the engine's counters show each operation ran where it should.
             """)
 
@@ -24,7 +25,7 @@ struct Check: ParsableCommand {
     var allCurves = false
 
     enum Section: String, CaseIterable, ExpressibleByArgument {
-        case rsa, ec, x25519, tls, fork, cancel
+        case rsa, ec, x25519, lanes, tls, fork, cancel
     }
 
     @Option(help: "Only these sections (\(Section.allCases.map(\.rawValue).joined(separator: ", "))).")
@@ -76,6 +77,11 @@ struct Check: ParsableCommand {
                     try SelfCheck.ecx(vector, mode: mode, count: count)
                 }
             }
+        }
+        if only.contains(.lanes) {
+            let report = try LaneCheck.runAll(engine: engine)
+            report.lines.forEach { print($0) }
+            failures += report.failures
         }
         if only.contains(.tls) { failures += try checkHandshakes(engine) }
         if only.contains(.fork) {

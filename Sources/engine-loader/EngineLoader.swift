@@ -43,9 +43,28 @@ struct Info: ParsableCommand {
         print("openssl:     \(String(cString: OpenSSL_version(OPENSSL_VERSION)))")
         print("algorithms:  \(engine.algorithms.joined(separator: ", "))")
         print("pool:        \(stats.header["threads"] ?? 0) worker threads, queue depth \(stats.header["queue_depth"] ?? 0), sync offload \(stats.header["sync_offload"] == 1 ? "on" : "off")")
+        print("8-lane path: \(Self.describe(multibuffer: stats.multibuffer))")
         print("ctrl commands:")
-        for command in engine.commands() {
-            print("  \(command.name.padding(toLength: 14, withPad: " ", startingAt: 0)) \(command.help)")
+        let commands = engine.commands()
+        let width = commands.map(\.name.count).max() ?? 0
+        for command in commands {
+            print("  \(command.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(command.help)")
+        }
+    }
+
+    /// The engine's one-word multibuffer status as a sentence for an operator.
+    static func describe(multibuffer: String) -> String {
+        switch multibuffer {
+        case "in_use":
+            "in use: like RSA-2048/3072/4096 and X25519 operations queued together share AVX-512 IFMA calls (crypto_mb)"
+        case "off_by_ctrl":
+            "not in use: switched off (MULTIBUFFER=0 or SWIFTASYNC_MULTIBUFFER=0); every operation is scalar"
+        case "not_built":
+            "not in use: this build has no crypto_mb (built with make MULTIBUFFER=0); every operation is scalar"
+        case "cpu_lacks_avx512_ifma":
+            "not in use: this CPU has no AVX-512 IFMA; every operation is scalar, with identical results"
+        default:
+            "unknown (\(multibuffer))"
         }
     }
 }

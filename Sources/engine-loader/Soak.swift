@@ -29,7 +29,7 @@ struct SoakCommand: ParsableCommand {
         let report = try Soak.run(engine: engine, operations: operations, seed: seed) { print("soak: \($0)") }
         for (algorithm, counted) in report.counted.sorted(by: { $0.key < $1.key }) {
             let issued = report.issued[algorithm] ?? 0
-            print("soak: \(algorithm): \(issued) issued; offloaded \(counted["offloaded"]!), handed back \(counted["completed"]!), inline \(counted["inline"]!), queue-full retries \(counted["retried"]!)")
+            print("soak: \(algorithm): \(issued) issued; offloaded \(counted["offloaded"]!), handed back \(counted["completed"]!), inline \(counted["inline"]!), queue-full retries \(counted["retried"]!), in 8-lane calls \(counted["lanes"]!) (\(counted["lane_calls"]!) calls)")
         }
         print("soak: \(report.operations) operations in \(report.rounds) rounds (\(report.spuriousRounds) with spurious resumes), \(report.reshapes) pool reshapes, \(String(format: "%.0f", report.seconds)) s, \(Int(Double(report.operations) / max(report.seconds, 0.001))) ops/s")
         report.mismatches.forEach { print("soak: MISMATCH \($0)") }

@@ -28,7 +28,8 @@ struct Stats: ParsableCommand {
         }
         for process in processes {
             print("pid \(process.pid) (\(process.command)): " + process.stats.header
-                .filter { $0.key != "pid" }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+                .filter { $0.key != "pid" }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+                + " multibuffer=\(process.stats.multibuffer)")
             printTable(process.stats.algorithms)
         }
         if processes.count > 1 {
@@ -37,14 +38,17 @@ struct Stats: ParsableCommand {
         }
     }
 
+    /// The counters, and the average fill of the 8-lane calls (lanes / lane_calls).
     func printTable(_ algorithms: [String: [String: Int]]) {
-        let columns = ["offloaded", "inline", "retried", "failed"]
+        let columns = ["offloaded", "inline", "retried", "failed", "lanes", "lane_calls"]
         print("  " + "algorithm".padding(toLength: 22, withPad: " ", startingAt: 0)
-              + columns.map { $0.leftPadded(12) }.joined())
+              + columns.map { $0.leftPadded(12) }.joined() + "fill".leftPadded(6))
         for (algorithm, counters) in algorithms.sorted(by: { $0.key < $1.key })
         where all || counters.values.contains(where: { $0 != 0 }) {
+            let calls = counters["lane_calls"] ?? 0
+            let fill = calls > 0 ? String(format: "%.1f", Double(counters["lanes"] ?? 0) / Double(calls)) : "-"
             print("  " + algorithm.padding(toLength: 22, withPad: " ", startingAt: 0)
-                  + columns.map { String(counters[$0] ?? 0).leftPadded(12) }.joined())
+                  + columns.map { String(counters[$0] ?? 0).leftPadded(12) }.joined() + fill.leftPadded(6))
         }
     }
 }

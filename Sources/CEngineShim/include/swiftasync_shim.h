@@ -24,6 +24,22 @@ typedef enum sa_algorithm {
     SA_ALG_COUNT
 } sa_algorithm;
 
+/*
+ * Like operations that may share one 8-lane (multi-buffer) call: lanes of a
+ * call are of one algorithm and one class. Keys may differ per lane.
+ */
+typedef enum sa_lane_class {
+    SA_LANES_NONE = 0,       /* always computed one at a time */
+    SA_LANES_RSA2048 = 1,    /* two-prime RSA with e = 65537, by modulus size */
+    SA_LANES_RSA3072 = 2,
+    SA_LANES_RSA4096 = 3,
+    SA_LANES_X25519 = 4,
+    SA_LANES_CLASS_COUNT
+} sa_lane_class;
+
+/* At most this many operations share one multi-buffer call. */
+#define SA_MAX_LANES 8
+
 /* Who is told when an operation completes: exactly one of the two is set. */
 typedef struct sa_wake {
     int fd;                          /* an eventfd to add 1 to, or -1 */
@@ -39,6 +55,7 @@ typedef struct sa_wake {
  */
 typedef struct sa_operation {
     sa_algorithm algorithm;
+    sa_lane_class lane_class;
     sa_wake wake;
 } sa_operation;
 
@@ -53,6 +70,19 @@ typedef enum sa_submit_result {
 
 /* Runs the math on the calling (worker) thread; 1 on success. */
 int sa_operation_execute(sa_operation *op);
+/*
+ * Runs count (at most SA_MAX_LANES) operations of one algorithm and lane
+ * class together: one 8-lane call for every lane that qualifies, OpenSSL's
+ * scalar math for the rest (bad input, a failed lane, a fault caught by the
+ * public-key check). Sets succeeded[i] per operation; returns how many went
+ * through the 8-lane call.
+ */
+int sa_operations_execute_lanes(sa_operation *const ops[], int count, int succeeded[]);
+/* Whether this build and this CPU can run the class in 8 lanes. */
+int sa_lanes_available(sa_lane_class lane_class);
+/* Why the 8-lane path cannot run at all here, as a word: "not_built" (no
+ * crypto_mb in this build) or "cpu_lacks_avx512_ifma"; NULL when it can. */
+const char *sa_lanes_unavailable_reason(void);
 /* Makes the result visible to the waiting job (release ordering). */
 void sa_operation_publish_done(sa_operation *op);
 /* Drops the worker's reference; the record may be freed here. */
