@@ -32,7 +32,7 @@ engine_rate() {
               if (kv[1] == "offloaded") offloaded += kv[2]
               if (kv[1] == "lanes") lanes += kv[2]
               if (kv[1] == "lane_calls") calls += kv[2] } }
-        END { printf "%s %d %d %s\n", value, offloaded, lanes, calls > 0 ? sprintf("%.1f", lanes / calls) : "-" }' "$stats"
+        END { fill = calls > 0 ? sprintf("%.1f", lanes / calls) : "-"; printf "%s %d %d %s\n", value, offloaded, lanes, fill }' "$stats"
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }

@@ -34,7 +34,7 @@ grep -E "^(rsa|ec|ecdh|ecdsa|x25519|x448)" "$work/stats" | awk '{print "  " $1, 
 missing=$(awk '$1 ~ /^(rsa_private_encrypt|rsa_private_decrypt|ec_keygen|ecdh_derive|ecdsa_sign|ecdsa_sign_setup|x25519_derive|x448_derive)$/ && $2 == "offloaded=0" {print $1}' "$work/stats")
 # Where this build and CPU run lanes, the batched paths must have run too.
 if grep -q "multibuffer=in_use" "$work/stats"; then
-    missing="$missing$(awk '$1 ~ /^(rsa_private_encrypt|rsa_private_decrypt|x25519_derive)$/ && $7 == "lanes=0" {print " " $1 " in lanes"}' "$work/stats")"
+    missing="$missing$(awk '$1 ~ /^(rsa_private_encrypt|rsa_private_decrypt|ec_keygen|ecdh_derive|ecdsa_sign|ecdsa_sign_setup|x25519_derive)$/ && $7 == "lanes=0" {print " " $1 " in lanes"}' "$work/stats")"
 fi
 if [ "$status" -ne 0 ] || [ -z "$inputs" ] || [ ! -s "$work/stats" ] || [ -n "$missing" ]; then
     grep -v -E "^INFO|^#[0-9]+ +(NEW|REDUCE|pulse|INITED)|^During symbol" build/fuzz.log | tail -150

@@ -7,8 +7,15 @@
  * Each record holds its own references (key, peer point, nonce inputs), so a
  * worker never touches memory the caller may free; results are handed over
  * after the job resumes.
+ *
+ * On P-256 and P-384, like operations queued together run in one 8-lane call
+ * (compute_ec_lanes): the private key or nonce is drawn as OpenSSL draws it,
+ * the point multiplications run in lanes. A lane that fails there is
+ * computed again by OpenSSL's software method, which gives it default
+ * OpenSSL's error.
  */
 #include "ec_key_method.h"
+#include "multibuffer.h"
 #include "operation.h"
 
 #include <pthread.h>
@@ -16,6 +23,9 @@
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/objects.h>
+#include <openssl/rand.h>
 
 typedef int (*keygen_fn)(EC_KEY *key);
 typedef int (*compute_key_fn)(unsigned char **secret, size_t *secret_length,
@@ -97,7 +107,256 @@ static void destroy_ec(sa_record *base)
     OPENSSL_clear_free(record, sizeof(*record));
 }
 
-static const sa_record_kind ec_kind = { compute_ec, release_ec_inputs, destroy_ec };
+/* ---- Up to eight operations of one curve in one 8-lane call ------------- */
+
+#define EC_LANE_MAX_BYTES 48        /* P-384 */
+
+static sa_lane_class ec_lane_class(const EC_KEY *key)
+{
+    switch (EC_GROUP_get_curve_name(EC_KEY_get0_group(key))) {
+    case NID_X9_62_prime256v1: return SA_LANES_P256;
+    case NID_secp384r1: return SA_LANES_P384;
+    default: return SA_LANES_NONE;
+    }
+}
+
+/* A private key the lanes take as OpenSSL's code would: 0 < d < order. */
+static const BIGNUM *lane_private_key(const EC_KEY *key)
+{
+    const BIGNUM *d = EC_KEY_get0_private_key(key);
+    const BIGNUM *order = EC_GROUP_get0_order(EC_KEY_get0_group(key));
+
+    return d != NULL && !BN_is_zero(d) && !BN_is_negative(d) && BN_cmp(d, order) < 0 ? d : NULL;
+}
+
+/* OpenSSL's draw of a private key or a nonce without a digest: uniform in [1, order). */
+static BIGNUM *random_below_order(const EC_GROUP *group)
+{
+    BIGNUM *value = BN_secure_new();
+
+    if (value == NULL)
+        return NULL;
+    do {
+        if (!BN_priv_rand_range_ex(value, EC_GROUP_get0_order(group), 0, NULL)) {
+            BN_clear_free(value);
+            return NULL;
+        }
+    } while (BN_is_zero(value));
+    return value;
+}
+
+/*
+ * A signing nonce as OpenSSL's software ECDSA makes one: from the private
+ * key, the digest cut to whole bytes of the order's length, and fresh
+ * randomness; and that digest cut to the order's bits, as the lanes sign it.
+ */
+static BIGNUM *nonce_and_message(const ec_record *record, const BIGNUM *d,
+                                 unsigned char *message, int size)
+{
+    const BIGNUM *order = EC_GROUP_get0_order(EC_KEY_get0_group(record->key));
+    int bits = BN_num_bits(order), length = record->digest_length;
+    BIGNUM *nonce = BN_secure_new(), *m = NULL;
+    int ok = nonce != NULL;
+
+    if (8 * length > bits)
+        length = (bits + 7) / 8;
+    while (ok) {
+        ok = BN_generate_dsa_nonce(nonce, order, d, record->digest, (size_t)length, NULL);
+        if (!BN_is_zero(nonce))
+            break;
+    }
+    ok = ok && (m = BN_bin2bn(record->digest, length, NULL)) != NULL
+        && (8 * length <= bits || BN_rshift(m, m, 8 - (bits & 7)))
+        && BN_bn2binpad(m, message, size) == size;
+    BN_free(m);
+    if (!ok) {
+        BN_clear_free(nonce);
+        return NULL;
+    }
+    return nonce;
+}
+
+/* Per lane: what goes into the call, and what comes out. */
+typedef struct ec_lane {
+    const BIGNUM *d;                  /* the key's, or `drawn` */
+    BIGNUM *drawn;                    /* keygen's new private key; a nonce */
+    BIGNUM *x, *y, *z;                /* keygen's point; ECDH's peer (z = 1) */
+    BIGNUM *kinv, *r;                 /* sign_setup */
+    unsigned char message[EC_LANE_MAX_BYTES];
+    unsigned char out[EC_LANE_MAX_BYTES], out_s[EC_LANE_MAX_BYTES];
+} ec_lane;
+
+static void free_ec_lane(ec_lane *lane)
+{
+    BN_clear_free(lane->drawn);
+    BN_free(lane->x);
+    BN_free(lane->y);
+    BN_free(lane->z);
+    BN_clear_free(lane->kinv);
+    BN_free(lane->r);
+    OPENSSL_cleanse(lane, sizeof(*lane));
+}
+
+/* The lane's inputs; 0 if it goes to the software method. */
+static int prepare_ec_lane(ec_record *record, ec_lane *lane, int size)
+{
+    const EC_GROUP *group = EC_KEY_get0_group(record->key);
+
+    switch (record->base.public.algorithm) {
+    case SA_ALG_EC_KEYGEN:
+        lane->d = lane->drawn = random_below_order(group);
+        return lane->d != NULL && (lane->x = BN_new()) != NULL
+            && (lane->y = BN_new()) != NULL && (lane->z = BN_new()) != NULL;
+    case SA_ALG_ECDH_DERIVE:
+        lane->d = lane_private_key(record->key);
+        return lane->d != NULL && (lane->x = BN_new()) != NULL && (lane->y = BN_new()) != NULL
+            && (lane->z = BN_new()) != NULL && BN_one(lane->z)
+            && EC_POINT_get_affine_coordinates(group, record->peer, lane->x, lane->y, NULL);
+    case SA_ALG_ECDSA_SIGN:
+        lane->d = lane_private_key(record->key);
+        return lane->d != NULL
+            && (lane->drawn = nonce_and_message(record, lane->d, lane->message, size)) != NULL;
+    case SA_ALG_ECDSA_SIGN_SETUP:
+        lane->d = lane_private_key(record->key);
+        return lane->d != NULL && (lane->drawn = random_below_order(group)) != NULL
+            && (lane->kinv = BN_secure_new()) != NULL && (lane->r = BN_new()) != NULL;
+    default:
+        return 0;
+    }
+}
+
+/* One call for every prepared lane; bit i set where lane i succeeded. */
+static sa_lane_mask call_ec_lanes(sa_algorithm algorithm, sa_lane_class curve,
+                                  ec_lane lanes[], const int prepared[])
+{
+    const BIGNUM *d[SA_MAX_LANES] = { 0 }, *drawn[SA_MAX_LANES] = { 0 };
+    const BIGNUM *x[SA_MAX_LANES] = { 0 }, *y[SA_MAX_LANES] = { 0 }, *z[SA_MAX_LANES] = { 0 };
+    BIGNUM *out_x[SA_MAX_LANES] = { 0 }, *out_y[SA_MAX_LANES] = { 0 }, *out_z[SA_MAX_LANES] = { 0 };
+    BIGNUM *kinv[SA_MAX_LANES] = { 0 }, *r[SA_MAX_LANES] = { 0 };
+    const unsigned char *message[SA_MAX_LANES] = { 0 };
+    unsigned char *out[SA_MAX_LANES] = { 0 }, *out_s[SA_MAX_LANES] = { 0 };
+    int i;
+
+    for (i = 0; i < SA_MAX_LANES; i++) {
+        if (!prepared[i])
+            continue;
+        d[i] = lanes[i].d;
+        drawn[i] = lanes[i].drawn;
+        x[i] = out_x[i] = lanes[i].x;
+        y[i] = out_y[i] = lanes[i].y;
+        z[i] = out_z[i] = lanes[i].z;
+        kinv[i] = lanes[i].kinv;
+        r[i] = lanes[i].r;
+        message[i] = lanes[i].message;
+        out[i] = lanes[i].out;
+        out_s[i] = lanes[i].out_s;
+    }
+    switch (algorithm) {
+    case SA_ALG_EC_KEYGEN: return sa_mb_ec_public_key(curve, out_x, out_y, out_z, d);
+    case SA_ALG_ECDH_DERIVE: return sa_mb_ecdh(curve, out, d, x, y, z);
+    case SA_ALG_ECDSA_SIGN: return sa_mb_ecdsa_sign(curve, out, out_s, message, drawn, d);
+    case SA_ALG_ECDSA_SIGN_SETUP: return sa_mb_ecdsa_sign_setup(curve, kinv, r, drawn);
+    default: return 0;
+    }
+}
+
+static int finish_keygen_lane(ec_record *record, ec_lane *lane)
+{
+    const EC_GROUP *group = EC_KEY_get0_group(record->key);
+    EC_POINT *point = EC_POINT_new(group);
+    int ok = point != NULL
+        && EC_POINT_set_Jprojective_coordinates_GFp(group, point, lane->x, lane->y, lane->z, NULL)
+        && EC_KEY_set_private_key(record->key, lane->d)
+        && EC_KEY_set_public_key(record->key, point);
+
+    EC_POINT_free(point);
+    return ok;
+}
+
+static int finish_ecdh_lane(ec_record *record, const ec_lane *lane, int size)
+{
+    if ((record->secret = OPENSSL_malloc((size_t)size)) == NULL)
+        return 0;
+    memcpy(record->secret, lane->out, (size_t)size);
+    record->secret_length = (size_t)size;
+    return 1;
+}
+
+/* A zero r or s makes OpenSSL draw another nonce: left to it. */
+static int finish_sign_lane(ec_record *record, const ec_lane *lane, int size)
+{
+    BIGNUM *r = BN_bin2bn(lane->out, size, NULL), *s = BN_bin2bn(lane->out_s, size, NULL);
+
+    if (r == NULL || s == NULL || BN_is_zero(r) || BN_is_zero(s)
+        || (record->signature = ECDSA_SIG_new()) == NULL) {
+        BN_free(r);
+        BN_free(s);
+        return 0;
+    }
+    ECDSA_SIG_set0(record->signature, r, s);
+    return 1;
+}
+
+static int finish_sign_setup_lane(ec_record *record, ec_lane *lane)
+{
+    if (BN_is_zero(lane->r))
+        return 0;
+    record->kinv = lane->kinv;
+    record->r = lane->r;
+    lane->kinv = lane->r = NULL;
+    return 1;
+}
+
+static int finish_ec_lane(ec_record *record, ec_lane *lane, int size)
+{
+    switch (record->base.public.algorithm) {
+    case SA_ALG_EC_KEYGEN: return finish_keygen_lane(record, lane);
+    case SA_ALG_ECDH_DERIVE: return finish_ecdh_lane(record, lane, size);
+    case SA_ALG_ECDSA_SIGN: return finish_sign_lane(record, lane, size);
+    case SA_ALG_ECDSA_SIGN_SETUP: return finish_sign_setup_lane(record, lane);
+    default: return 0;
+    }
+}
+
+static int compute_ec_lanes(sa_record *records[], int count, int in_lanes[])
+{
+    ec_lane lanes[SA_MAX_LANES];
+    int prepared[SA_MAX_LANES] = { 0 };
+    ec_record *first = (ec_record *)records[0];
+    sa_lane_class curve = first->base.public.lane_class;
+    int size = (EC_GROUP_get_degree(EC_KEY_get0_group(first->key)) + 7) / 8;
+    int lane, filled = 0, used = 0;
+    sa_lane_mask computed = 0;
+
+    memset(lanes, 0, sizeof(lanes));
+    for (lane = 0; lane < count && size <= EC_LANE_MAX_BYTES; lane++) {
+        ec_record *record = (ec_record *)records[lane];
+        prepared[lane] = ec_lane_class(record->key) == curve
+            && prepare_ec_lane(record, &lanes[lane], size);
+        if (!prepared[lane])
+            ERR_clear_error();
+        filled += prepared[lane];
+    }
+    if (filled > 0)
+        computed = call_ec_lanes(first->base.public.algorithm, curve, lanes, prepared);
+    for (lane = 0; lane < count; lane++) {
+        ec_record *record = (ec_record *)records[lane];
+        if (prepared[lane] && (computed & (1u << lane)) != 0
+            && finish_ec_lane(record, &lanes[lane], size)) {
+            sa_record_store_lane(&record->base, 1, 0);
+            in_lanes[lane] = 1;
+            used++;
+        } else {
+            ERR_clear_error();
+        }
+        free_ec_lane(&lanes[lane]);
+    }
+    return used;
+}
+
+static const sa_record_kind ec_kind = {
+    compute_ec, release_ec_inputs, destroy_ec, compute_ec_lanes
+};
 
 /* A record for key, or NULL (then the caller computes inline). */
 static ec_record *ec_record_new(sa_algorithm algorithm, const EC_KEY *key)
@@ -110,6 +369,7 @@ static ec_record *ec_record_new(sa_algorithm algorithm, const EC_KEY *key)
     sa_record_init(&record->base, &ec_kind, algorithm);
     record->key = (EC_KEY *)key;
     EC_KEY_up_ref(record->key);
+    sa_record_set_lane_class(&record->base, ec_lane_class(key));
     return record;
 }
 
@@ -170,6 +430,8 @@ static ECDSA_SIG *ec_sign_sig(const unsigned char *digest, int digest_length,
             memcpy(record->digest, digest, (size_t)digest_length);
         record->kinv = kinv != NULL ? BN_dup(kinv) : NULL;
         record->r = r != NULL ? BN_dup(r) : NULL;
+        if (kinv != NULL || r != NULL)    /* the caller's nonce: one scalar step */
+            sa_record_set_lane_class(&record->base, SA_LANES_NONE);
         if (record->digest == NULL || (kinv != NULL && record->kinv == NULL)
             || (r != NULL && record->r == NULL)) {
             sa_record_release(&record->base);

@@ -36,4 +36,40 @@ sa_lane_mask sa_mb_x25519(unsigned char *const shared[SA_MAX_LANES],
     (void)shared; (void)private_key; (void)peer;
     return 0;
 }
+
+sa_lane_mask sa_mb_ec_public_key(sa_lane_class curve, BIGNUM *const x[SA_MAX_LANES],
+                                 BIGNUM *const y[SA_MAX_LANES], BIGNUM *const z[SA_MAX_LANES],
+                                 const BIGNUM *const private_key[SA_MAX_LANES])
+{
+    (void)curve; (void)x; (void)y; (void)z; (void)private_key;
+    return 0;
+}
+
+sa_lane_mask sa_mb_ecdh(sa_lane_class curve, unsigned char *const shared[SA_MAX_LANES],
+                        const BIGNUM *const private_key[SA_MAX_LANES],
+                        const BIGNUM *const peer_x[SA_MAX_LANES],
+                        const BIGNUM *const peer_y[SA_MAX_LANES],
+                        const BIGNUM *const peer_z[SA_MAX_LANES])
+{
+    (void)curve; (void)shared; (void)private_key; (void)peer_x; (void)peer_y; (void)peer_z;
+    return 0;
+}
+
+sa_lane_mask sa_mb_ecdsa_sign(sa_lane_class curve, unsigned char *const r[SA_MAX_LANES],
+                              unsigned char *const s[SA_MAX_LANES],
+                              const unsigned char *const digest[SA_MAX_LANES],
+                              const BIGNUM *const nonce[SA_MAX_LANES],
+                              const BIGNUM *const private_key[SA_MAX_LANES])
+{
+    (void)curve; (void)r; (void)s; (void)digest; (void)nonce; (void)private_key;
+    return 0;
+}
+
+sa_lane_mask sa_mb_ecdsa_sign_setup(sa_lane_class curve, BIGNUM *const kinv[SA_MAX_LANES],
+                                    BIGNUM *const r[SA_MAX_LANES],
+                                    const BIGNUM *const nonce[SA_MAX_LANES])
+{
+    (void)curve; (void)kinv; (void)r; (void)nonce;
+    return 0;
+}
 #endif

@@ -6,7 +6,10 @@
 #include "multibuffer.h"
 
 #include <pthread.h>
+#include <string.h>
 #include <crypto_mb/cpu_features.h>
+#include <crypto_mb/ec_nistp256.h>
+#include <crypto_mb/ec_nistp384.h>
 #include <crypto_mb/rsa.h>
 #include <crypto_mb/x25519.h>
 
@@ -23,6 +26,8 @@ static void ask_the_cpu(void)
     supported[SA_LANES_RSA3072] = eight_lanes(MBX_ALGO_RSA_3K);
     supported[SA_LANES_RSA4096] = eight_lanes(MBX_ALGO_RSA_4K);
     supported[SA_LANES_X25519] = eight_lanes(MBX_ALGO_X25519);
+    supported[SA_LANES_P256] = eight_lanes(MBX_ALGO_EC_NIST_P256);
+    supported[SA_LANES_P384] = eight_lanes(MBX_ALGO_EC_NIST_P384);
 }
 
 int sa_mb_available(sa_lane_class lane_class)
@@ -88,5 +93,69 @@ sa_lane_mask sa_mb_x25519(unsigned char *const shared[SA_MAX_LANES],
 {
     return succeeded_lanes(mbx_x25519_mb8(shared, private_key, peer),
                            (const void *const *)private_key);
+}
+
+sa_lane_mask sa_mb_ec_public_key(sa_lane_class curve, BIGNUM *const x[SA_MAX_LANES],
+                                 BIGNUM *const y[SA_MAX_LANES], BIGNUM *const z[SA_MAX_LANES],
+                                 const BIGNUM *const private_key[SA_MAX_LANES])
+{
+    BIGNUM *px[SA_MAX_LANES], *py[SA_MAX_LANES], *pz[SA_MAX_LANES];
+    mbx_status status;
+
+    memcpy(px, x, sizeof(px));
+    memcpy(py, y, sizeof(py));
+    memcpy(pz, z, sizeof(pz));
+    status = curve == SA_LANES_P256
+        ? mbx_nistp256_ecpublic_key_ssl_mb8(px, py, pz, private_key, NULL)
+        : mbx_nistp384_ecpublic_key_ssl_mb8(px, py, pz, private_key, NULL);
+    return succeeded_lanes(status, (const void *const *)private_key);
+}
+
+sa_lane_mask sa_mb_ecdh(sa_lane_class curve, unsigned char *const shared[SA_MAX_LANES],
+                        const BIGNUM *const private_key[SA_MAX_LANES],
+                        const BIGNUM *const peer_x[SA_MAX_LANES],
+                        const BIGNUM *const peer_y[SA_MAX_LANES],
+                        const BIGNUM *const peer_z[SA_MAX_LANES])
+{
+    unsigned char *out[SA_MAX_LANES];
+    mbx_status status;
+
+    memcpy(out, shared, sizeof(out));
+    status = curve == SA_LANES_P256
+        ? mbx_nistp256_ecdh_ssl_mb8(out, private_key, peer_x, peer_y, peer_z, NULL)
+        : mbx_nistp384_ecdh_ssl_mb8(out, private_key, peer_x, peer_y, peer_z, NULL);
+    return succeeded_lanes(status, (const void *const *)private_key);
+}
+
+sa_lane_mask sa_mb_ecdsa_sign(sa_lane_class curve, unsigned char *const r[SA_MAX_LANES],
+                              unsigned char *const s[SA_MAX_LANES],
+                              const unsigned char *const digest[SA_MAX_LANES],
+                              const BIGNUM *const nonce[SA_MAX_LANES],
+                              const BIGNUM *const private_key[SA_MAX_LANES])
+{
+    unsigned char *pr[SA_MAX_LANES], *ps[SA_MAX_LANES];
+    mbx_status status;
+
+    memcpy(pr, r, sizeof(pr));
+    memcpy(ps, s, sizeof(ps));
+    status = curve == SA_LANES_P256
+        ? mbx_nistp256_ecdsa_sign_ssl_mb8(pr, ps, digest, nonce, private_key, NULL)
+        : mbx_nistp384_ecdsa_sign_ssl_mb8(pr, ps, digest, nonce, private_key, NULL);
+    return succeeded_lanes(status, (const void *const *)private_key);
+}
+
+sa_lane_mask sa_mb_ecdsa_sign_setup(sa_lane_class curve, BIGNUM *const kinv[SA_MAX_LANES],
+                                    BIGNUM *const r[SA_MAX_LANES],
+                                    const BIGNUM *const nonce[SA_MAX_LANES])
+{
+    BIGNUM *pk[SA_MAX_LANES], *pr[SA_MAX_LANES];
+    mbx_status status;
+
+    memcpy(pk, kinv, sizeof(pk));
+    memcpy(pr, r, sizeof(pr));
+    status = curve == SA_LANES_P256
+        ? mbx_nistp256_ecdsa_sign_setup_ssl_mb8(pk, pr, nonce, NULL)
+        : mbx_nistp384_ecdsa_sign_setup_ssl_mb8(pk, pr, nonce, NULL);
+    return succeeded_lanes(status, (const void *const *)nonce);
 }
 #endif

@@ -27,6 +27,9 @@ public enum LaneCheck {
         let expected: () -> (result: Int32, output: [UInt8])
         /// Whether an 8-lane call may compute it (invalid inputs go to scalar code before the call).
         let laneable: Bool
+        /// For results that are not deterministic (ECDSA, keygen): judges the
+        /// engine's output in place of byte equality.
+        var verify: ((Int32, [UInt8]) -> Bool)? = nil
     }
 
     final class Outcome: @unchecked Sendable {
@@ -66,7 +69,9 @@ public enum LaneCheck {
             ERR_clear_error()
             let expected = item.expected()
             let expectedErrors = errorNames()
-            if outcome.result != expected.result || outcome.output != expected.output || outcome.errors != expectedErrors {
+            let agrees = item.verify.map { $0(outcome.result, outcome.output) }
+                ?? (outcome.result == expected.result && outcome.output == expected.output)
+            if !agrees || outcome.result != expected.result || outcome.errors != expectedErrors {
                 mismatches.append("\(item.label): engine \(outcome.result) \(outcome.errors), default OpenSSL \(expected.result) \(expectedErrors)")
             }
         }
@@ -140,6 +145,8 @@ public enum LaneCheck {
         try x25519Lanes(engine, &report)
         try invalidInputs(engine, &report)
         try mixedKinds(engine, &report)
+        try ecLanes(engine, &report)
+        try ecdsaNoncesDiffer(engine, &report)
         return report
     }
 
@@ -226,5 +233,106 @@ public enum LaneCheck {
         }
         try run("mixed kinds queued together", cases, calls: [encrypt: 2, decrypt: 1, x25519Derive: 1],
                 engine: engine, into: &report)
+    }
+
+    // MARK: EC
+
+    static let ecCurves = [ECCurves.Curve(nid: NID_X9_62_prime256v1), ECCurves.Curve(nid: NID_secp384r1)]
+
+    /// Keygen: the new key passes default OpenSSL's key check (its public key is its private key times G).
+    public static func ecKeygen(_ curve: ECCurves.Curve) -> Case {
+        let box = KeyBox(EC_KEY_new_by_curve_name(curve.nid))
+        return Case(label: "\(curve) keygen", body: { (EC_KEY_generate_key(box.key), []) },
+                    expected: { (1, []) }, laneable: true,
+                    verify: { result, _ in result == 1 && EC_KEY_check_key(box.key) == 1
+                        && EC_KEY_get0_private_key(box.key) != nil })
+    }
+
+    /// ECDH with a fresh peer: byte-equal with default OpenSSL's secret.
+    public static func ecdh(_ key: ECKeyPair) -> Case {
+        let peer = KeyBox(EC_KEY_new_by_curve_name(key.curve.nid))
+        EC_KEY_set_method(peer.key, EC_KEY_OpenSSL())
+        EC_KEY_generate_key(peer.key)
+        let point = EC_KEY_get0_public_key(peer.key)
+        return Case(label: "\(key.curve) ECDH", body: { _ = peer; return ECKeyPair.derive(key.engineKey, peer: point) },
+                    expected: { ECKeyPair.derive(key.softwareKey, peer: point) }, laneable: true)
+    }
+
+    /// ECDSA of `digest` (any length: cut to the order as OpenSSL cuts it): verified by default OpenSSL.
+    public static func ecdsa(_ key: ECKeyPair, digest: [UInt8]) -> Case {
+        Case(label: "\(key.curve) ECDSA (\(digest.count)-byte digest)", body: {
+            guard let signature = ECDSA_do_sign(digest, Int32(digest.count), key.engineKey) else { return (0, []) }
+            defer { ECDSA_SIG_free(signature) }
+            return (1, SelfCheck.derSignature(signature))
+        }, expected: { (1, []) }, laneable: true,
+        verify: { result, der in result == 1 && SelfCheck.verify(der, digest: digest, key: key.softwareKey) })
+    }
+
+    /// ECDSA_sign_setup in lanes, then a signature with its kinv and r (scalar: the caller's nonce).
+    public static func ecdsaSetup(_ key: ECKeyPair) -> Case {
+        let digest = randomBytes(32)
+        return Case(label: "\(key.curve) ECDSA_sign_setup", body: {
+            var kinv: OpaquePointer?, r: OpaquePointer?
+            guard ECDSA_sign_setup(key.engineKey, nil, &kinv, &r) == 1 else { return (0, []) }
+            defer { BN_clear_free(kinv); BN_free(r) }
+            guard let signature = ECDSA_do_sign_ex(digest, Int32(digest.count), kinv, r, key.engineKey) else { return (0, []) }
+            defer { ECDSA_SIG_free(signature) }
+            return (BN_cmp(ECDSA_SIG_get0_r(signature), r) == 0 ? 1 : 2, SelfCheck.derSignature(signature))
+        }, expected: { (1, []) }, laneable: true,
+        verify: { result, der in result == 1 && SelfCheck.verify(der, digest: digest, key: key.softwareKey) })
+    }
+
+    /// Each lane kind on P-256 and P-384, eight at a time.
+    public static func ecLanes(_ engine: LoadedEngine, _ report: inout CheckReport) throws {
+        for curve in ecCurves {
+            let key = try ECKeyPair(curve: curve, mode: .sync)
+            try run("\(curve) keygen", (0..<8).map { _ in ecKeygen(curve) }, calls: ["ec_keygen": 1],
+                    engine: engine, into: &report)
+            try run("\(curve) ECDH", (0..<8).map { _ in ecdh(key) }, calls: ["ecdh_derive": 1],
+                    engine: engine, into: &report)
+            let digests = [20, 32, 48, 64, 32, 32, 48, 64].map { randomBytes($0) }
+            try run("\(curve) ECDSA, digests of 20 to 64 bytes", digests.map { ecdsa(key, digest: $0) },
+                    calls: ["ecdsa_sign": 1], engine: engine, into: &report)
+            try run("\(curve) ECDSA_sign_setup", (0..<8).map { _ in ecdsaSetup(key) },
+                    calls: ["ecdsa_sign_setup": 1], engine: engine, into: &report)
+        }
+    }
+
+    /// One digest signed eight times in one call: eight different nonces, so eight different r.
+    public static func ecdsaNoncesDiffer(_ engine: LoadedEngine, _ report: inout CheckReport) throws {
+        for curve in ecCurves {
+            let key = try ECKeyPair(curve: curve, mode: .sync)
+            let digest = randomBytes(32)
+            let cases = (0..<8).map { _ in ecdsa(key, digest: digest) }
+            let boxes = cases.map { _ in OutputBox() }
+            let bodies: [() -> Int32] = zip(cases, boxes).map { item, box in
+                { let (result, output) = item.body(); box.output = output; return result }
+            }
+            let blocker = try startBlocker(engine)
+            let batch = try AsyncBatch.start(bodies, mode: .waitFD)
+            _ = try blocker.finish()
+            _ = try batch.finish()
+            let rs = Set(boxes.map { rOf($0.output) })
+            let verified = boxes.filter { SelfCheck.verify($0.output, digest: digest, key: key.softwareKey) }.count
+            report.note(rs.count == 8 && verified == 8,
+                        "\(curve): one digest signed 8 times together: \(rs.count) different r, \(verified) verify")
+        }
+    }
+
+    static func rOf(_ der: [UInt8]) -> [UInt8] {
+        der.withUnsafeBufferPointer { buffer in
+            var cursor: UnsafePointer<UInt8>? = buffer.baseAddress
+            guard let signature = d2i_ECDSA_SIG(nil, &cursor, der.count) else { return [] }
+            defer { ECDSA_SIG_free(signature) }
+            var bytes = [UInt8](repeating: 0, count: 66)
+            let length = BN_bn2bin(ECDSA_SIG_get0_r(signature), &bytes)
+            return Array(bytes.prefix(Int(length)))
+        }
+    }
+
+    final class KeyBox: @unchecked Sendable {
+        let key: OpaquePointer?
+        init(_ key: OpaquePointer?) { self.key = key }
+        deinit { EC_KEY_free(key) }
     }
 }
