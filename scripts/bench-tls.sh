@@ -2,7 +2,9 @@
 # Full TLS handshakes per second, with and without the engine, in one run:
 # h2load (one request per connection, so every request is a new handshake)
 # against `engine-loader serve` (one event-loop thread) and against HAProxy
-# (ssl-mode-async, one thread). h2load shares the machine's cores.
+# (ssl-mode-async, one and two threads), with RSA-2048, RSA-4096 and P-256
+# certificates. h2load shares the machine's cores. Next to each rate: the
+# server's CPU per handshake on its own threads (serve: the loop thread).
 set -euo pipefail
 engine=${ENGINE_SO:?path of swiftasync.so}
 loader=${ENGINE_LOADER:?path of engine-loader}
@@ -24,27 +26,46 @@ drive() {
     sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p' "$work/h2load.txt" | awk '{ printf "%.0f", $1 }'
 }
 
-# engine-loader serve: handshakes/s and the loop thread's CPU per handshake.
+# engine-loader serve: "handshakes/s loop-CPU-µs-per-handshake lanes".
 serve() {
-    local tls=$1 engine_flag=$2 port out rate
+    local key=$1 tls=$2 engine_flag=$3 port out rate
     port=$(free_port)
-    out="$work/serve-$tls$engine_flag.txt"
-    "$loader" serve --engine "$engine" $engine_flag --tls "$tls" --port "$port" \
+    out="$work/serve-$key-$tls$engine_flag.txt"
+    "$loader" serve --engine "$engine" $engine_flag --key "$key" --tls "$tls" --port "$port" \
         --handshakes "$handshakes" > "$out" 2>&1 &
     wait_port "$port"
     rate=$(drive "$port" --h1)
     wait
-    echo "$rate $(sed -n 's/.*loop_cpu_us_per_handshake=\([0-9.]*\).*/\1/p' "$out")"
+    echo "$rate $(sed -n 's/.*loop_cpu_us_per_handshake=\([0-9.]*\).*/\1/p' "$out") $(lanes "$out")"
 }
 
+# Operations the engine ran in 8-lane calls, over all algorithms, from a STATS report.
+lanes() {
+    awk '{ for (i = 2; i <= NF; i++) if ($i ~ /^lanes=/) { split($i, kv, "="); sum += kv[2] } } END { print sum + 0 }' "$1"
+}
+
+# A certificate and key for HAProxy: rsa2048, rsa4096 or p256.
+certificate() {
+    local key=$1
+    [ -f "$work/$key.pem" ] && return
+    case $key in
+        p256) openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+                  -keyout "$work/$key.key" -out "$work/$key.crt" 2>/dev/null ;;
+        *)    openssl req -x509 -newkey "rsa:${key#rsa}" -nodes -days 2 -subj /CN=localhost \
+                  -keyout "$work/$key.key" -out "$work/$key.crt" 2>/dev/null ;;
+    esac
+    cat "$work/$key.crt" "$work/$key.key" > "$work/$key.pem"
+}
+
+# HAProxy (master-worker, ssl-mode-async): "handshakes/s worker-CPU-µs-per-handshake".
 haproxy_rate() {
-    local use_engine=$1 port config pid rate
+    local key=$1 threads=$2 use_engine=$3 port config pid rate worker ticks
     port=$(free_port)
     config="$work/haproxy.cfg"
-    cat "$work/server.crt" "$work/server.key" > "$work/server.pem"
-    printf '%s\n' "global" "    nbthread 1" "    ssl-mode-async" "    tune.ssl.cachesize 0" \
+    certificate "$key"
+    printf '%s\n' "global" "    nbthread $threads" "    ssl-mode-async" "    tune.ssl.cachesize 0" \
         "defaults" "    mode http" "    option httpclose" "    timeout connect 5s" "    timeout client 30s" "    timeout server 30s" \
-        "frontend tls" "    bind 127.0.0.1:$port ssl crt $work/server.pem alpn h2,http/1.1 no-tls-tickets" \
+        "frontend tls" "    bind 127.0.0.1:$port ssl crt $work/$key.pem alpn h2,http/1.1 no-tls-tickets" \
         "    http-request return status 200 content-type text/plain string ok" > "$config"
     if [ "$use_engine" = yes ]; then
         sed "s|./build/swiftasync.so|$engine|" openssl.cnf > "$work/openssl.cnf"
@@ -54,23 +75,38 @@ haproxy_rate() {
     fi
     pid=$!
     wait_port "$port"
+    worker=$(pgrep -P "$pid" haproxy | head -1)
     rate=$(drive "$port" --h1)
+    ticks=$(haproxy_threads_cpu "$worker")
     kill "$pid"; wait "$pid" 2>/dev/null || true
-    echo "$rate"
+    echo "$rate $(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$handshakes" 'BEGIN { printf "%.0f", t / hz / n * 1e6 }')"
+}
+
+# CPU ticks (user + system) of a HAProxy worker's own threads, the engine's left out.
+haproxy_threads_cpu() {
+    local total=0 task
+    for task in /proc/"$1"/task/*; do
+        grep -q '^swiftasync' "$task/comm" && continue
+        total=$((total + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "$task/stat")))
+    done
+    echo "$total"
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+row() { printf '%-44s %10s %10s %7s %-14s %18s %8s\n' "$@"; }
 
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-    -keyout "$work/server.key" -out "$work/server.crt" 2>/dev/null
-echo "full handshakes, RSA 2048 certificate, $handshakes per run over $clients connections, $(nproc) cores shared with h2load"
-printf '%-40s %14s %14s %22s\n' "server" "no engine" "engine" "engine / no engine"
-for tls in 1.3 1.2; do
-    read -r plain plain_cpu <<< "$(serve "$tls" --no-engine)"
-    read -r async async_cpu <<< "$(serve "$tls" "")"
-    printf '%-40s %14s %14s %22s\n' "engine-loader serve, TLS $tls (hs/s)" "$plain" "$async" "$(ratio "$async" "$plain") (goal >= 1.5)"
-    printf '%-40s %14s %14s %22s\n' "  loop thread CPU per handshake (us)" "$plain_cpu" "$async_cpu" "$(ratio "$async_cpu" "$plain_cpu")"
+echo "full handshakes, $handshakes per run over $clients connections, $(nproc) cores shared with h2load"
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(openssl version)"
+row "server (hs/s)" "no engine" "engine" "ratio" "goal" "CPU us/hs no/eng" "in lanes"
+for case in "rsa2048 1.3 1.3" "rsa2048 1.2 1.3" "rsa4096 1.3 3" "p256 1.3 -"; do
+    read -r key tls goal <<< "$case"
+    read -r plain plain_cpu _ <<< "$(serve "$key" "$tls" --no-engine)"
+    read -r async async_cpu async_lanes <<< "$(serve "$key" "$tls" "")"
+    row "serve, $key, TLS $tls" "$plain" "$async" "$(ratio "$async" "$plain")" ">= $goal" "$plain_cpu / $async_cpu" "$async_lanes"
 done
-plain=$(haproxy_rate no)
-async=$(haproxy_rate yes)
-printf '%-40s %14s %14s %22s\n' "HAProxy nbthread 1, TLS 1.3 (hs/s)" "$plain" "$async" "$(ratio "$async" "$plain")"
+for case in "rsa2048 1 -" "rsa4096 1 -" "rsa2048 2 1.2" "rsa4096 2 -"; do
+    read -r key threads goal <<< "$case"
+    read -r plain plain_cpu <<< "$(haproxy_rate "$key" "$threads" no)"
+    read -r async async_cpu <<< "$(haproxy_rate "$key" "$threads" yes)"
+    row "HAProxy nbthread $threads, $key, TLS 1.3" "$plain" "$async" "$(ratio "$async" "$plain")" ">= $goal" "$plain_cpu / $async_cpu" "-"
+done
