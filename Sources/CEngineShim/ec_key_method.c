@@ -8,7 +8,7 @@
  * worker never touches memory the caller may free; results are handed over
  * after the job resumes.
  *
- * On P-256 and P-384, like operations queued together run in one 8-lane call
+ * On P-256, P-384 and P-521, like operations queued together run in one 8-lane call
  * (compute_ec_lanes): the private key or nonce is drawn as OpenSSL draws it,
  * the point multiplications run in lanes. A lane that fails there is
  * computed again by OpenSSL's software method, which gives it default
@@ -109,13 +109,14 @@ static void destroy_ec(sa_record *base)
 
 /* ---- Up to eight operations of one curve in one 8-lane call ------------- */
 
-#define EC_LANE_MAX_BYTES 48        /* P-384 */
+#define EC_LANE_MAX_BYTES 66        /* P-521 */
 
 static sa_lane_class ec_lane_class(const EC_KEY *key)
 {
     switch (EC_GROUP_get_curve_name(EC_KEY_get0_group(key))) {
     case NID_X9_62_prime256v1: return SA_LANES_P256;
     case NID_secp384r1: return SA_LANES_P384;
+    case NID_secp521r1: return SA_LANES_P521;
     default: return SA_LANES_NONE;
     }
 }

@@ -32,7 +32,7 @@ sa_lane_mask sa_mb_x25519(unsigned char *const shared[SA_MAX_LANES],
                           const unsigned char *const peer[SA_MAX_LANES]);
 
 /*
- * EC on one curve (SA_LANES_P256 or SA_LANES_P384). Points are Jacobian
+ * EC on one curve (SA_LANES_P256, SA_LANES_P384 or SA_LANES_P521). Points are Jacobian
  * (X:Y:Z) in plain form, Z = 1 for an affine point; byte strings are
  * big-endian and as long as the curve's field.
  */

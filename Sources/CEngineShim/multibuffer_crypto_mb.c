@@ -10,6 +10,7 @@
 #include <crypto_mb/cpu_features.h>
 #include <crypto_mb/ec_nistp256.h>
 #include <crypto_mb/ec_nistp384.h>
+#include <crypto_mb/ec_nistp521.h>
 #include <crypto_mb/rsa.h>
 #include <crypto_mb/x25519.h>
 
@@ -28,6 +29,7 @@ static void ask_the_cpu(void)
     supported[SA_LANES_X25519] = eight_lanes(MBX_ALGO_X25519);
     supported[SA_LANES_P256] = eight_lanes(MBX_ALGO_EC_NIST_P256);
     supported[SA_LANES_P384] = eight_lanes(MBX_ALGO_EC_NIST_P384);
+    supported[SA_LANES_P521] = eight_lanes(MBX_ALGO_EC_NIST_P521);
 }
 
 int sa_mb_available(sa_lane_class lane_class)
@@ -105,9 +107,9 @@ sa_lane_mask sa_mb_ec_public_key(sa_lane_class curve, BIGNUM *const x[SA_MAX_LAN
     memcpy(px, x, sizeof(px));
     memcpy(py, y, sizeof(py));
     memcpy(pz, z, sizeof(pz));
-    status = curve == SA_LANES_P256
-        ? mbx_nistp256_ecpublic_key_ssl_mb8(px, py, pz, private_key, NULL)
-        : mbx_nistp384_ecpublic_key_ssl_mb8(px, py, pz, private_key, NULL);
+    status = curve == SA_LANES_P256 ? mbx_nistp256_ecpublic_key_ssl_mb8(px, py, pz, private_key, NULL)
+        : curve == SA_LANES_P384 ? mbx_nistp384_ecpublic_key_ssl_mb8(px, py, pz, private_key, NULL)
+        : mbx_nistp521_ecpublic_key_ssl_mb8(px, py, pz, private_key, NULL);
     return succeeded_lanes(status, (const void *const *)private_key);
 }
 
@@ -121,9 +123,9 @@ sa_lane_mask sa_mb_ecdh(sa_lane_class curve, unsigned char *const shared[SA_MAX_
     mbx_status status;
 
     memcpy(out, shared, sizeof(out));
-    status = curve == SA_LANES_P256
-        ? mbx_nistp256_ecdh_ssl_mb8(out, private_key, peer_x, peer_y, peer_z, NULL)
-        : mbx_nistp384_ecdh_ssl_mb8(out, private_key, peer_x, peer_y, peer_z, NULL);
+    status = curve == SA_LANES_P256 ? mbx_nistp256_ecdh_ssl_mb8(out, private_key, peer_x, peer_y, peer_z, NULL)
+        : curve == SA_LANES_P384 ? mbx_nistp384_ecdh_ssl_mb8(out, private_key, peer_x, peer_y, peer_z, NULL)
+        : mbx_nistp521_ecdh_ssl_mb8(out, private_key, peer_x, peer_y, peer_z, NULL);
     return succeeded_lanes(status, (const void *const *)private_key);
 }
 
@@ -138,9 +140,9 @@ sa_lane_mask sa_mb_ecdsa_sign(sa_lane_class curve, unsigned char *const r[SA_MAX
 
     memcpy(pr, r, sizeof(pr));
     memcpy(ps, s, sizeof(ps));
-    status = curve == SA_LANES_P256
-        ? mbx_nistp256_ecdsa_sign_ssl_mb8(pr, ps, digest, nonce, private_key, NULL)
-        : mbx_nistp384_ecdsa_sign_ssl_mb8(pr, ps, digest, nonce, private_key, NULL);
+    status = curve == SA_LANES_P256 ? mbx_nistp256_ecdsa_sign_ssl_mb8(pr, ps, digest, nonce, private_key, NULL)
+        : curve == SA_LANES_P384 ? mbx_nistp384_ecdsa_sign_ssl_mb8(pr, ps, digest, nonce, private_key, NULL)
+        : mbx_nistp521_ecdsa_sign_ssl_mb8(pr, ps, digest, nonce, private_key, NULL);
     return succeeded_lanes(status, (const void *const *)private_key);
 }
 
@@ -153,9 +155,9 @@ sa_lane_mask sa_mb_ecdsa_sign_setup(sa_lane_class curve, BIGNUM *const kinv[SA_M
 
     memcpy(pk, kinv, sizeof(pk));
     memcpy(pr, r, sizeof(pr));
-    status = curve == SA_LANES_P256
-        ? mbx_nistp256_ecdsa_sign_setup_ssl_mb8(pk, pr, nonce, NULL)
-        : mbx_nistp384_ecdsa_sign_setup_ssl_mb8(pk, pr, nonce, NULL);
+    status = curve == SA_LANES_P256 ? mbx_nistp256_ecdsa_sign_setup_ssl_mb8(pk, pr, nonce, NULL)
+        : curve == SA_LANES_P384 ? mbx_nistp384_ecdsa_sign_setup_ssl_mb8(pk, pr, nonce, NULL)
+        : mbx_nistp521_ecdsa_sign_setup_ssl_mb8(pk, pr, nonce, NULL);
     return succeeded_lanes(status, (const void *const *)nonce);
 }
 #endif

@@ -237,7 +237,7 @@ public enum LaneCheck {
 
     // MARK: EC
 
-    static let ecCurves = [ECCurves.Curve(nid: NID_X9_62_prime256v1), ECCurves.Curve(nid: NID_secp384r1)]
+    static let ecCurves = [NID_X9_62_prime256v1, NID_secp384r1, NID_secp521r1].map { ECCurves.Curve(nid: $0) }
 
     /// Keygen: the new key passes default OpenSSL's key check (its public key is its private key times G).
     public static func ecKeygen(_ curve: ECCurves.Curve) -> Case {
@@ -282,7 +282,7 @@ public enum LaneCheck {
         verify: { result, der in result == 1 && SelfCheck.verify(der, digest: digest, key: key.softwareKey) })
     }
 
-    /// Each lane kind on P-256 and P-384, eight at a time.
+    /// Each lane kind on P-256, P-384 and P-521, eight at a time.
     public static func ecLanes(_ engine: LoadedEngine, _ report: inout CheckReport) throws {
         for curve in ecCurves {
             let key = try ECKeyPair(curve: curve, mode: .sync)
@@ -290,8 +290,8 @@ public enum LaneCheck {
                     engine: engine, into: &report)
             try run("\(curve) ECDH", (0..<8).map { _ in ecdh(key) }, calls: ["ecdh_derive": 1],
                     engine: engine, into: &report)
-            let digests = [20, 32, 48, 64, 32, 32, 48, 64].map { randomBytes($0) }
-            try run("\(curve) ECDSA, digests of 20 to 64 bytes", digests.map { ecdsa(key, digest: $0) },
+            let digests = [20, 32, 48, 64, 32, 28, 48, 66].map { randomBytes($0) }
+            try run("\(curve) ECDSA, digests of 20 to 66 bytes", digests.map { ecdsa(key, digest: $0) },
                     calls: ["ecdsa_sign": 1], engine: engine, into: &report)
             try run("\(curve) ECDSA_sign_setup", (0..<8).map { _ in ecdsaSetup(key) },
                     calls: ["ecdsa_sign_setup": 1], engine: engine, into: &report)

@@ -15,7 +15,8 @@ struct LanePolicy: Sendable {
     /// 243; RSA-3072 7,910 against 1,755; RSA-4096 11,710 against 3,986; X25519
     /// 53 against 34; P-256 keygen 27 against 8.2, ECDH 122 against 45.5,
     /// ECDSA 45 against 19.6; P-384 keygen 94 against 753, ECDH 378 against
-    /// 734, ECDSA 142 against 777 (OpenSSL 3.0 has no fast P-384: one lane pays).
+    /// 734, ECDSA 142 against 777 (OpenSSL 3.0 has no fast P-384: one lane pays);
+    /// P-521 keygen 126 against 141, ECDH 566 against 292, ECDSA 246 against 261.
     static func crossover(_ algorithm: sa_algorithm, _ laneClass: sa_lane_class) -> Int? {
         switch laneClass {
         case SA_LANES_RSA2048, SA_LANES_RSA3072: 5
@@ -23,12 +24,13 @@ struct LanePolicy: Sendable {
         case SA_LANES_X25519: 2
         case SA_LANES_P256: algorithm == SA_ALG_EC_KEYGEN ? 4 : 3
         case SA_LANES_P384: 1
+        case SA_LANES_P521: algorithm == SA_ALG_ECDH_DERIVE ? 2 : 1
         default: nil
         }
     }
 
     static let classes = [SA_LANES_RSA2048, SA_LANES_RSA3072, SA_LANES_RSA4096, SA_LANES_X25519,
-                          SA_LANES_P256, SA_LANES_P384]
+                          SA_LANES_P256, SA_LANES_P384, SA_LANES_P521]
 
     /// Classes this build and CPU can run, asked once.
     private let available: Set<UInt32>

@@ -22,7 +22,7 @@ final class MultiBufferTests: EngineTestCase {
     func testX25519DerivesAndALowOrderPeer() throws { try check(LaneCheck.x25519Lanes) }
     func testBadInputsFailOnlyTheirOwnLane() throws { try check(LaneCheck.invalidInputs) }
     func testMixedKindsQueuedTogether() throws { try check(LaneCheck.mixedKinds) }
-    func testECKeygenECDHAndECDSAOnP256AndP384() throws { try check(LaneCheck.ecLanes) }
+    func testECKeygenECDHAndECDSAOnTheNISTCurves() throws { try check(LaneCheck.ecLanes) }
     func testOneDigestSignedTwiceGetsDifferentNonces() throws { try check(LaneCheck.ecdsaNoncesDiffer) }
 
     /// The build says whether it has lanes; a CPU with AVX-512 IFMA runs them.

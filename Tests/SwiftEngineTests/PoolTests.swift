@@ -144,3 +144,63 @@ final class RingBufferTests: XCTestCase {
         XCTAssertTrue(ring.isEmpty)
     }
 }
+
+/// Gathering like items for one multi-buffer call, with plain items whose
+/// value modulo 10 is their key (0: never shares a call).
+final class LaneGatheringTests: XCTestCase {
+    func item(_ value: Int) -> UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: value)! }
+    func value(_ item: UnsafeMutableRawPointer) -> Int { Int(bitPattern: item) }
+
+    func testTakeMovesOnlyMatchesAndKeepsTheRestInOrder() {
+        var queue = RingBuffer(capacity: 16)
+        defer { queue.deallocate() }
+        // Wrap around the ring first, so that taking crosses its end.
+        for value in 100..<110 { queue.push(item(value)) }
+        for _ in 0..<10 { _ = queue.pop() }
+        for value in [11, 22, 31, 42, 51, 61, 72, 81] { queue.push(item(value)) }
+        var taken: [UnsafeMutableRawPointer] = []
+        queue.take(upTo: 3, ifAtLeast: 2, within: 16, into: &taken) { self.value($0) % 10 == 1 }
+        XCTAssertEqual(taken.map(value), [11, 31, 51], "oldest first, at most the limit")
+        var rest: [Int] = []
+        while let next = queue.pop() { rest.append(value(next)) }
+        XCTAssertEqual(rest, [22, 42, 61, 72, 81])
+    }
+
+    func testTakeLeavesTheQueueAloneBelowTheMinimumOrOutsideTheWindow() {
+        var queue = RingBuffer(capacity: 8)
+        defer { queue.deallocate() }
+        for value in [12, 23, 34, 41, 51] { queue.push(item(value)) }
+        var taken: [UnsafeMutableRawPointer] = []
+        queue.take(upTo: 7, ifAtLeast: 3, within: 8, into: &taken) { self.value($0) % 10 == 1 }
+        XCTAssertTrue(taken.isEmpty, "two matches, three wanted")
+        queue.take(upTo: 7, ifAtLeast: 1, within: 3, into: &taken) { self.value($0) % 10 == 1 }
+        XCTAssertTrue(taken.isEmpty, "the matches lie beyond the window")
+        XCTAssertEqual(queue.count, 5)
+    }
+
+    /// One worker held on a first item while like and unlike items queue:
+    /// the next take gathers only the like ones, up to the width, and only
+    /// when there are enough; the others run one by one, each exactly once.
+    func testWorkerGathersLikeItemsAboveTheMinimumFill() {
+        let release = Atomic<Bool>(false)
+        let calls = Locked<[[Int]]>([])
+        let singles = Locked<[Int]>([])
+        let lanes = WorkerPool.Lanes(width: 4, key: { Int(bitPattern: $0) % 10 },
+                                     minimumFill: { $0 == 1 ? 3 : ($0 == 2 ? 5 : nil) },
+                                     execute: { items in calls.withLock { $0.append(items.map { Int(bitPattern: $0) }) } })
+        let pool = WorkerPool(threadCount: 1, queueCapacity: 64, lanes: lanes, execute: { raw in
+            if Int(bitPattern: raw) == 1000 { while !release.load(ordering: .acquiring) { usleep(1_000) } }
+            singles.withLock { $0.append(Int(bitPattern: raw)) }
+        }, notify: { _ in })
+        XCTAssertTrue(pool.start())
+        XCTAssertEqual(pool.trySubmit(item(1000)), .queued(depth: 1))
+        while pool.occupancy().busy == 0 { usleep(100) }
+        // Key 1: six like items (width 4: a call of 4, then 2 below the minimum of 3);
+        // key 2: two items, below its minimum of 5; key 3: never in lanes.
+        for value in [11, 21, 12, 31, 13, 41, 22, 51, 61] { _ = pool.trySubmit(item(value)) }
+        release.store(true, ordering: .releasing)
+        pool.shutdown()
+        XCTAssertEqual(calls.withLock { $0 }, [[11, 21, 31, 41]])
+        XCTAssertEqual(singles.withLock { $0 }, [1000, 12, 13, 22, 51, 61])
+    }
+}

@@ -34,8 +34,9 @@ typedef enum sa_lane_class {
     SA_LANES_RSA3072 = 2,
     SA_LANES_RSA4096 = 3,
     SA_LANES_X25519 = 4,
-    SA_LANES_P256 = 5,       /* EC on NIST P-256 and P-384, by algorithm */
+    SA_LANES_P256 = 5,       /* EC on the NIST curves, by algorithm */
     SA_LANES_P384 = 6,
+    SA_LANES_P521 = 7,
     SA_LANES_CLASS_COUNT
 } sa_lane_class;
 
