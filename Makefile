@@ -17,8 +17,14 @@ endif
 # The engine has its own scratch path: its flags differ from the tests'.
 ENGINE_BUILD := .build-engine$(SCRATCH_KIND)
 TEST_BUILD   := .build$(SCRATCH_KIND)
+# The packaged engine-loader carries its Swift runtime: a scratch path of its own.
+STATIC_BUILD := .build-static$(SCRATCH_KIND)
+VERSION      ?= 0.9.0
+ARCH          = $(shell dpkg --print-architecture)
+DEB_DIR      := build/deb$(SCRATCH_KIND)
+DEBS          = $(DEB_DIR)/swiftasync_$(VERSION)_$(ARCH).deb $(DEB_DIR)/swiftasync-dbgsym_$(VERSION)_$(ARCH).deb
 
-.PHONY: all engine loader install deps test sanitize fuzz stress bench bench-tls clean
+.PHONY: all engine loader install deps test sanitize fuzz stress bench bench-tls deb test-deb clean
 
 all: engine loader
 
@@ -40,10 +46,21 @@ loader:
 	$(SWIFT) build -c release --scratch-path $(TEST_BUILD) --product engine-loader
 	@echo "built $$($(SWIFT) build -c release --scratch-path $(TEST_BUILD) --show-bin-path)/engine-loader"
 
-# Unit tests of the pool, then the .so loaded in-process and under real apps.
-test: engine
+# Unit tests of the pool, then the .so loaded in-process and under real apps,
+# then the Debian packages installed and removed.
+test: engine deb
 	$(SWIFT) build --build-tests --scratch-path $(TEST_BUILD)
 	SWIFTASYNC_SO=$(ENGINE_ABS) $(SWIFT) test --skip-build --disable-swift-testing --scratch-path $(TEST_BUILD)
+	scripts/test-deb.sh $(DEBS)
+
+# swiftasync_<version>_<arch>.deb and its -dbgsym package, in build/deb.
+deb: engine
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(STATIC_BUILD) --product engine-loader
+	scripts/build-deb.sh $(VERSION) $(ENGINE_SO) \
+	    $$($(SWIFT) build -c release --static-swift-stdlib --scratch-path $(STATIC_BUILD) --show-bin-path)/engine-loader $(DEB_DIR)
+
+test-deb: deb
+	scripts/test-deb.sh $(DEBS)
 
 # The engine and the whole suite under AddressSanitizer with UBSan, then ThreadSanitizer.
 sanitize: deps
