@@ -24,7 +24,7 @@ ARCH          = $(shell dpkg --print-architecture)
 DEB_DIR      := build/deb$(SCRATCH_KIND)
 DEBS          = $(DEB_DIR)/swiftasync_$(VERSION)_$(ARCH).deb $(DEB_DIR)/swiftasync-dbgsym_$(VERSION)_$(ARCH).deb
 
-.PHONY: all engine loader install deps test sanitize fuzz stress bench bench-tls deb test-deb clean
+.PHONY: all engine loader install deps test sanitize fuzz stress bench bench-tls deb test-deb bench-sweep clean
 
 all: engine loader
 
@@ -80,6 +80,10 @@ stress: engine
 # The main job: the engine against plain OpenSSL, side by side, with ratios.
 bench: engine
 	ENGINE_SO=$(ENGINE_ABS) scripts/bench-speed.sh
+
+# Throughput against -async_jobs 1-128 per algorithm, plotted (docs/sweep-*.png).
+bench-sweep: engine
+	ENGINE_SO=$(ENGINE_ABS) scripts/bench-sweep.sh docs
 
 # Full TLS handshakes/s with and without the engine: engine-loader serve and HAProxy under h2load.
 bench-tls: engine loader

@@ -15,7 +15,8 @@ loader=${3:?path of a statically linked engine-loader}
 output=${4:?output folder}
 arch=$(dpkg --print-architecture)
 enginesdir=$(openssl version -e | sed -n 's/^ENGINESDIR: "\(.*\)"/\1/p')
-maintainer="swiftasync developers <swiftasync@localhost>"
+# Who made it: $MAINTAINER, else the author of the commit it is built from.
+maintainer=${MAINTAINER:-$(git log -1 --format='%an <%ae>' 2>/dev/null || echo "swiftasync developers <root@$(hostname -f)>")}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 main=$work/swiftasync
@@ -48,17 +49,18 @@ install -m 0644 README.md "$doc/README.md"
 gzip -9n "$doc/README.md"
 printf 'swiftasync (%s) unstable; urgency=medium\n\n  * Built from the swiftasync repository.\n\n -- %s  %s\n' \
     "$version" "$maintainer" "$(date -R -d @"${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}")" \
-    | gzip -9n > "$doc/changelog.Debian.gz"
+    | gzip -9n > "$doc/changelog.gz"
 cat > "$doc/copyright" <<EOF
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: swiftasync
 
 Files: *
-Copyright: swiftasync developers
+Copyright: 2026 swiftasync developers
 License: Apache-2.0
 
 Files: usr/lib/*/engines-3/swiftasync.so
-Copyright: swiftasync developers; Intel Corporation (crypto_mb, linked statically)
+Copyright: 2026 swiftasync developers
+           2019-2026 Intel Corporation (crypto_mb, linked statically)
 License: Apache-2.0
 
 License: Apache-2.0
@@ -92,7 +94,7 @@ Description: OpenSSL engine running RSA and EC on a worker pool
  operations queued together share 8-lane multi-buffer calls.
  .
  Load it with openssl.cnf (see /usr/share/doc/swiftasync/examples) or
- `openssl ... -engine swiftasync`; engine-loader describes, checks and
+ "openssl ... -engine swiftasync"; engine-loader describes, checks and
  benchmarks it and shows the counters of running servers.
 EOF
 cat > "$debug/DEBIAN/control" <<EOF

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# How throughput grows with concurrency: `openssl speed -elapsed` through the
+# engine at -async_jobs 1, 2, 4, ... 128 for each algorithm, against plain
+# OpenSSL on one core and with -multi <cores>, all in one run. Writes
+# OUTPUT/sweep-<algorithm>.dat and a PNG plot per algorithm (gnuplot).
+#   scripts/bench-sweep.sh OUTPUT_DIR
+set -euo pipefail
+engine=${ENGINE_SO:?path of swiftasync.so}
+output=${1:?output folder}
+seconds=${SWEEP_SECONDS:-3}
+algorithms=${SWEEP_ALGORITHMS:-rsa2048 ecdhx25519 ecdsap256}
+jobs=${SWEEP_JOBS:-1 2 4 8 16 32 64 128}
+cores=$(nproc)
+cpu=$(lscpu | sed -n 's/^Model name: *//p')
+version=$(openssl version | cut -d' ' -f1-2)
+command -v gnuplot >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null
+mkdir -p "$output"
+
+# The first rate on $algorithm's result line: sign/s, or op/s for ECDH.
+rate() {
+    openssl speed -elapsed -seconds "$seconds" "$@" "$algorithm" 2>/dev/null | awk -v alg="$algorithm" '
+        alg ~ /^rsa/   && $1 == "rsa" && $2 == substr(alg, 4) { value = $(NF-1) }
+        alg ~ /^ecdsa/ && $0 ~ /ecdsa \(/                     { value = $(NF-1) }
+        alg ~ /^ecdh/  && $0 ~ /ecdh \(/                      { value = $NF }
+        END { print value + 0 }'
+}
+
+runs=$(( $(echo "$algorithms" | wc -w) * ($(echo "$jobs" | wc -w) + 2) ))
+run=0
+progress() { run=$((run + 1)); printf '[%2d/%d] %-12s %-24s' "$run" "$runs" "$algorithm" "$1" >&2; }
+
+for algorithm in $algorithms; do
+    case $algorithm in rsa*|ecdsa*) unit="signatures/s" ;; *) unit="key exchanges/s" ;; esac
+    progress "1 core";          one=$(rate);                   echo " $one" >&2
+    progress "-multi $cores";   multi=$(rate -multi "$cores"); echo " $multi" >&2
+    data=$output/sweep-$algorithm.dat
+    echo "# async_jobs engine_ops_per_s ($algorithm, $cpu, $version; one core $one, -multi $cores $multi)" > "$data"
+    for count in $jobs; do
+        progress "engine -async_jobs $count"
+        value=$(rate -engine "$engine" -async_jobs "$count")
+        echo " $value" >&2
+        echo "$count $value" >> "$data"
+    done
+    gnuplot <<EOF
+set terminal pngcairo size 900,560 font "sans,11"
+set output "$output/sweep-$algorithm.png"
+set title "$algorithm: swiftasync vs plain OpenSSL\n$cpu, $cores cores, $version"
+set xlabel "openssl speed -async_jobs (concurrent operations)"
+set ylabel "$unit"
+set logscale x 2
+set xrange [0.8:160]
+set yrange [0:*]
+set grid
+set key left top
+plot "$data" using 1:2 with linespoints lw 2 pt 7 title "engine, -async_jobs N", \
+     $one with lines lw 2 dt 2 title "plain OpenSSL, 1 core ($one)", \
+     $multi with lines lw 2 dt 3 title "plain OpenSSL, -multi $cores ($multi)"
+EOF
+    echo "wrote $output/sweep-$algorithm.png" >&2
+done
