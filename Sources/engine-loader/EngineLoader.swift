@@ -56,7 +56,7 @@ struct Info: ParsableCommand {
     static func describe(multibuffer: String) -> String {
         switch multibuffer {
         case "in_use":
-            "in use: like RSA-2048/3072/4096 and X25519 operations queued together share AVX-512 IFMA calls (crypto_mb)"
+            "in use: like RSA-2048/3072/4096, X25519 and P-256/P-384/P-521 operations queued together share AVX-512 IFMA calls (crypto_mb)"
         case "off_by_ctrl":
             "not in use: switched off (MULTIBUFFER=0 or SWIFTASYNC_MULTIBUFFER=0); every operation is scalar"
         case "not_built":
