@@ -13,14 +13,7 @@ algorithms=${BENCH_ALGORITHMS:-rsa2048 rsa4096 ecdhx25519 ecdhp256 ecdsap256}
 stats=$(mktemp)
 trap 'rm -f "$stats"' EXIT
 
-# The first rate on $algorithm's result line: sign/s, or op/s for ECDH.
-rate() {
-    openssl speed -elapsed -seconds "$seconds" "$@" "$algorithm" 2>/dev/null | awk -v alg="$algorithm" '
-        alg ~ /^rsa/   && $1 == "rsa" && $2 == substr(alg, 4) { value = $(NF-1) }
-        alg ~ /^ecdsa/ && $0 ~ /ecdsa \(/                     { value = $(NF-1) }
-        alg ~ /^ecdh/  && $0 ~ /ecdh \(/                      { value = $NF }
-        END { print value + 0 }'
-}
+source "$(dirname "$0")/speed-rate.sh"
 
 # Same, through the engine: "rate offloaded lanes average-fill" from its counters.
 engine_rate() {

@@ -17,14 +17,7 @@ version=$(openssl version | cut -d' ' -f1-2)
 command -v gnuplot >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null
 mkdir -p "$output"
 
-# The first rate on $algorithm's result line: sign/s, or op/s for ECDH.
-rate() {
-    openssl speed -elapsed -seconds "$seconds" "$@" "$algorithm" 2>/dev/null | awk -v alg="$algorithm" '
-        alg ~ /^rsa/   && $1 == "rsa" && $2 == substr(alg, 4) { value = $(NF-1) }
-        alg ~ /^ecdsa/ && $0 ~ /ecdsa \(/                     { value = $(NF-1) }
-        alg ~ /^ecdh/  && $0 ~ /ecdh \(/                      { value = $NF }
-        END { print value + 0 }'
-}
+source "$(dirname "$0")/speed-rate.sh"
 
 runs=$(( $(echo "$algorithms" | wc -w) * ($(echo "$jobs" | wc -w) + 2) ))
 run=0

@@ -81,29 +81,24 @@ final class MultiBufferCrossoverTests: EngineTestCase {
     }
 }
 
-/// A one-slot-per-lane queue that fills up and a slow worker, with lanes for
-/// any fill: EAGAIN retries, every operation offloaded once and correct.
-final class MultiBufferQueueFullTests: EngineTestCase {
+/// The full-queue tests again with a slow worker that takes what is queued
+/// in 8-lane calls of two or more: EAGAIN retries, every operation offloaded
+/// once and correct, and lanes used.
+final class MultiBufferQueueFullTests: QueueFullTests {
+    override var queueDepth: Int { 3 }
     override var engineSettings: [(String, String)] {
-        [("THREADS", "1"), ("QUEUE_DEPTH", "3"), ("WORKER_DELAY_USEC", "300"), ("MULTIBUFFER_MIN_FILL", "2")]
+        super.engineSettings + [("WORKER_DELAY_USEC", "300"), ("MULTIBUFFER_MIN_FILL", "2")]
     }
 
-    func testFullQueueWithLanes() throws {
-        let key = try RSAKeyPair(bits: 2048)
+    func testFullQueueFillsLanes() throws {
         for mode in WakeMode.allCases {
-            let operations = (0..<24).map { _ in RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key) }
-            let (bodies, outputs) = RSAPrivateOperation.jobBodies(operations, on: key.engineKey)
-            var outcome: AsyncBatch.Outcome!
-            let counters = try countersDelta { outcome = try AsyncBatch.run(bodies, mode: mode) }
-            for (index, operation) in operations.enumerated() {
-                let expected = operation.perform(on: key.softwareKey)
-                XCTAssertEqual(outcome.results[index], expected.result, "\(mode)")
-                XCTAssertEqual(outputs[index].output, expected.output, "\(mode)")
-            }
-            XCTAssertEqual(delta(counters, "rsa_private_encrypt", "offloaded"), 24, "\(mode)")
-            XCTAssertGreaterThan(delta(counters, "rsa_private_encrypt", "retried"), 0, "\(mode)")
+            let (_, retried) = try runFullQueue(mode: mode)
+            XCTAssertGreaterThan(retried, 0, "\(mode)")
+            let calls = lastCounters.map { delta($0, "rsa_private_encrypt", "lane_calls") } ?? -1
             if try engine.stats().multibuffer == "in_use" {
-                XCTAssertGreaterThan(delta(counters, "rsa_private_encrypt", "lane_calls"), 0, "\(mode)")
+                XCTAssertGreaterThan(calls, 0, "\(mode)")
+            } else {
+                XCTAssertEqual(calls, 0, "\(mode)")
             }
         }
     }
