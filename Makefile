@@ -4,6 +4,7 @@ ENGINE_DIR   := build
 ENGINE_SO    := $(ENGINE_DIR)/swiftasync.so
 ENGINE_ABS   := $(CURDIR)/$(ENGINE_SO)
 ENGINESDIR    = $(shell openssl version -e | sed -n 's/^ENGINESDIR: "\(.*\)"/\1/p')
+MODULESDIR    = $(shell openssl version -m | sed -n 's/^MODULESDIR: "\(.*\)"/\1/p')
 # MULTIBUFFER=0 builds without Intel's crypto_mb: every operation scalar.
 # Each kind of build has scratch paths of its own.
 MULTIBUFFER  ?= 1
@@ -38,9 +39,12 @@ engine: deps
 	SWIFT=$(SWIFT) scripts/build-engine.sh $(ENGINE_BUILD) $(ENGINE_SO)
 	@echo "built $(ENGINE_SO)"
 
+# One .so, two names: the engine (ENGINE_by_id) and the provider (-provider swiftasync).
 install: engine
 	install -m 0644 $(ENGINE_SO) $(ENGINESDIR)/swiftasync.so
-	@echo "installed $(ENGINESDIR)/swiftasync.so"
+	install -d $(MODULESDIR)
+	ln -sf $(ENGINESDIR)/swiftasync.so $(MODULESDIR)/swiftasync.so
+	@echo "installed $(ENGINESDIR)/swiftasync.so and $(MODULESDIR)/swiftasync.so"
 
 loader:
 	$(SWIFT) build -c release --scratch-path $(TEST_BUILD) --product engine-loader

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Debian packages with dpkg-deb, as Debian lays them out:
-#   swiftasync_<version>_<arch>.deb         the engine in OpenSSL's engines directory,
+#   swiftasync_<version>_<arch>.deb         the engine in OpenSSL's engines directory (and,
+#                                           by a link, the provider in its modules directory),
 #                                           engine-loader in /usr/bin, the README and
 #                                           a sample openssl.cnf under /usr/share/doc
 #   swiftasync-dbgsym_<version>_<arch>.deb  their debug info, under /usr/lib/debug/.build-id
@@ -38,6 +39,10 @@ ship() {
 build_ids=""
 ship "$engine" "$main$enginesdir/swiftasync.so"
 chmod 0644 "$main$enginesdir/swiftasync.so"
+# The same file is the provider: OpenSSL looks for providers in its modules directory.
+modulesdir=$(openssl version -m | sed -n 's/^MODULESDIR: "\(.*\)"/\1/p')
+install -d "$main$modulesdir"
+ln -s "$(realpath --relative-to="$modulesdir" "$enginesdir")/swiftasync.so" "$main$modulesdir/swiftasync.so"
 ship "$loader" "$main/usr/bin/engine-loader"
 chmod 0755 "$main/usr/bin/engine-loader"
 

@@ -8,22 +8,30 @@ set -euo pipefail
 package=${1:?swiftasync .deb}
 dbgsym=${2:?swiftasync-dbgsym .deb}
 enginesdir=$(openssl version -e | sed -n 's/^ENGINESDIR: "\(.*\)"/\1/p')
+modulesdir=$(openssl version -m | sed -n 's/^MODULESDIR: "\(.*\)"/\1/p')
 target=$enginesdir/swiftasync.so
+provider=$modulesdir/swiftasync.so
 work=$(mktemp -d)
 for tool in gdb valgrind lintian; do
     command -v "$tool" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null
 done
 
-# A swiftasync.so that `make install` put there belongs to no package: set it
-# aside for the test, and put it back after.
+# What `make install` put there belongs to no package: set it aside for the
+# test, and put it back after.
 saved=""
 if [ -e "$target" ] && ! dpkg -S "$target" >/dev/null 2>&1; then
     saved=$work/make-installed.so
     mv "$target" "$saved"
 fi
+saved_link=""
+if [ -L "$provider" ] && ! dpkg -S "$provider" >/dev/null 2>&1; then
+    saved_link=$(readlink "$provider")
+    rm -f "$provider"
+fi
 finish() {
     dpkg --purge swiftasync-dbgsym swiftasync >/dev/null 2>&1 || true
     if [ -n "$saved" ]; then mv "$saved" "$target"; fi
+    if [ -n "$saved_link" ]; then ln -sf "$saved_link" "$provider"; fi
     rm -rf "$work"
 }
 trap finish EXIT
@@ -49,6 +57,8 @@ check "openssl speed -engine swiftasync: signatures counted as offloaded" '
     SWIFTASYNC_STATS_FILE=$work/stats openssl speed -engine swiftasync -async_jobs 4 -seconds 1 rsa2048 >/dev/null 2>&1
     offloaded=$(awk "\$1 == \"rsa_private_encrypt\" { split(\$2, kv, \"=\"); print kv[2] }" "$work/stats" | tail -1)
     echo "offloaded: ${offloaded:-none}"; [ "${offloaded:-0}" -gt 0 ]'
+check "openssl list -provider swiftasync finds the provider by name" '
+    openssl list -providers -provider swiftasync | grep -A2 "^  swiftasync" | grep -q "status: active"'
 check "engine-loader on PATH describes the installed engine" 'engine-loader info --engine "$target" | grep -q "^engine: *swiftasync"'
 check "the sample openssl.cnf loads it" '
     OPENSSL_CONF=/usr/share/doc/swiftasync/examples/openssl.cnf openssl engine -t swiftasync | grep -q "\[ available \]"'

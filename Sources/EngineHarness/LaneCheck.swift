@@ -241,7 +241,7 @@ public enum LaneCheck {
 
     /// Keygen: the new key passes default OpenSSL's key check (its public key is its private key times G).
     public static func ecKeygen(_ curve: ECCurves.Curve) -> Case {
-        let box = KeyBox(EC_KEY_new_by_curve_name(curve.nid))
+        let box = OwnedECKey(EC_KEY_new_by_curve_name(curve.nid))
         return Case(label: "\(curve) keygen", body: { (EC_KEY_generate_key(box.key), []) },
                     expected: { (1, []) }, laneable: true,
                     verify: { result, _ in result == 1 && EC_KEY_check_key(box.key) == 1
@@ -250,7 +250,7 @@ public enum LaneCheck {
 
     /// ECDH with a fresh peer: byte-equal with default OpenSSL's secret.
     public static func ecdh(_ key: ECKeyPair) -> Case {
-        let peer = KeyBox(EC_KEY_new_by_curve_name(key.curve.nid))
+        let peer = OwnedECKey(EC_KEY_new_by_curve_name(key.curve.nid))
         EC_KEY_set_method(peer.key, EC_KEY_OpenSSL())
         EC_KEY_generate_key(peer.key)
         let point = EC_KEY_get0_public_key(peer.key)
@@ -330,7 +330,8 @@ public enum LaneCheck {
         }
     }
 
-    final class KeyBox: @unchecked Sendable {
+    /// An EC_KEY a case owns, freed with it.
+    final class OwnedECKey: @unchecked Sendable {
         let key: OpaquePointer?
         init(_ key: OpaquePointer?) { self.key = key }
         deinit { EC_KEY_free(key) }

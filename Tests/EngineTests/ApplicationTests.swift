@@ -23,7 +23,7 @@ final class ApplicationTests: XCTestCase {
         EngineStats(parsing: try String(contentsOfFile: path, encoding: .utf8))
     }
 
-    func testSharedObjectNeedsNoSwiftRuntimeAndExportsOnlyTheEngineABI() throws {
+    func testSharedObjectNeedsNoSwiftRuntimeAndExportsOnlyTheEngineAndProviderABI() throws {
         let ldd = try run(["ldd", enginePath])
         XCTAssertEqual(ldd.status, 0)
         XCTAssertTrue(ldd.output.contains("libcrypto.so.3"), ldd.output)
@@ -31,7 +31,7 @@ final class ApplicationTests: XCTestCase {
         XCTAssertFalse(ldd.output.contains("libFoundation"), ldd.output)
         let exported = try run(["nm", "-D", "--defined-only", enginePath]).output
             .split(separator: "\n").compactMap { $0.split(separator: " ").last.map(String.init) }
-        XCTAssertEqual(Set(exported), ["bind_engine", "v_check"])
+        XCTAssertEqual(Set(exported), ["bind_engine", "v_check", "OSSL_provider_init"], "the engine's and the provider's entry points")
         let dynamic = try run(["readelf", "-d", enginePath]).output
         XCTAssertTrue(dynamic.contains("NODELETE"), "linked -z nodelete")
         XCTAssertFalse(dynamic.contains("RUNPATH") || dynamic.contains("RPATH"), "it needs no search path of its own")
@@ -46,6 +46,24 @@ final class ApplicationTests: XCTestCase {
         let counters = try statsWritten(to: stats)
         XCTAssertGreaterThan(counters.count("rsa_private_encrypt", "offloaded"), 500, counters.text)
         XCTAssertEqual(counters.count("rsa_private_encrypt", "failed"), 0)
+    }
+
+    /// The repository's openssl-provider.cnf (its module path made absolute):
+    /// openssl speed through the provider, each algorithm offloaded.
+    func testOpenSSLSpeedThroughTheProviderConf() throws {
+        let stats = temporaryPath("speed-provider.txt")
+        let configuration = temporaryPath("openssl-provider.cnf")
+        let text = try String(contentsOfFile: Commands.repositoryRoot + "/openssl-provider.cnf", encoding: .utf8)
+        try text.replacingOccurrences(of: "./build/swiftasync.so", with: enginePath)
+            .write(toFile: configuration, atomically: true, encoding: .utf8)
+        let speed = try run(["openssl", "speed", "-async_jobs", "16", "-seconds", "1", "rsa2048", "ecdhp256", "ecdhx25519", "ecdsap256"],
+                            environment: ["SWIFTASYNC_STATS_FILE": stats, "OPENSSL_CONF": configuration])
+        XCTAssertEqual(speed.status, 0, speed.output)
+        let counters = try statsWritten(to: stats)
+        for algorithm in ["rsa_private_encrypt", "ecdh_derive", "x25519_derive", "ecdsa_sign"] {
+            XCTAssertGreaterThan(counters.count(algorithm, "offloaded"), 200, "\(algorithm):\n\(counters.text)")
+            XCTAssertEqual(counters.count(algorithm, "failed"), 0, algorithm)
+        }
     }
 
     func testOpenSSLSpeedRunsEllipticCurvesThroughTheEngine() throws {

@@ -5,9 +5,14 @@ import XCTest
 /// The engine under `openssl s_server -async`, driven by `openssl s_time -new`
 /// (full handshakes). The server's counters are read from outside, as
 /// `engine-loader stats` reads them: the server offers no ctrl access.
-final class ServerTests: XCTestCase {
+class ServerTests: XCTestCase {
     let enginePath = LoadedEngine.defaultPath()
     var directory = ""
+
+    /// How the server gets swiftasync: here `-engine`; ProviderServerTests uses OPENSSL_CONF.
+    func frontEnd() throws -> (arguments: [String], environment: [String: String]) {
+        (["-engine", enginePath], [:])
+    }
 
     override func setUpWithError() throws {
         directory = NSTemporaryDirectory() + "swiftasync-servers-\(getpid())"
@@ -27,10 +32,11 @@ final class ServerTests: XCTestCase {
     /// s_server -async with the engine, listening on 127.0.0.1; stopped by the caller.
     func startServer(certificate: String, extra: [String]) throws -> (Process, Int) {
         let port = try freeLoopbackPort()
-        let server = try Commands.launch(["openssl", "s_server", "-async", "-engine", enginePath,
-                                          "-cert", "\(directory)/\(certificate).crt", "-key", "\(directory)/\(certificate).key",
-                                          "-accept", "127.0.0.1:\(port)", "-no_ticket", "-quiet"] + extra,
-                                         keepStandardInputOpen: true)
+        let (arguments, environment) = try frontEnd()
+        let server = try Commands.launch(["openssl", "s_server", "-async"] + arguments
+                                         + ["-cert", "\(directory)/\(certificate).crt", "-key", "\(directory)/\(certificate).key",
+                                            "-accept", "127.0.0.1:\(port)", "-no_ticket", "-quiet"] + extra,
+                                         environment: environment, keepStandardInputOpen: true)
         for _ in 0..<200 where !canConnect(port) { usleep(25_000) }
         XCTAssertTrue(canConnect(port), "s_server did not start listening")
         return (server, port)
@@ -97,6 +103,26 @@ final class ServerTests: XCTestCase {
                   clientOptions: ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
                   signature: "ecdsa_sign", keyExchange: "ec")
     }
+}
+
+/// The same handshakes with swiftasync as the server's provider
+/// (openssl-provider.cnf through OPENSSL_CONF): TLS 1.3 and 1.2, RSA and
+/// ECDSA certificates, X25519 and P-256, each handshake's signature, key
+/// share and secret counted as offloaded.
+final class ProviderServerTests: ServerTests {
+    override func frontEnd() throws -> (arguments: [String], environment: [String: String]) {
+        let configuration = "\(directory)/openssl-provider.cnf"
+        let text = try String(contentsOfFile: Commands.repositoryRoot + "/openssl-provider.cnf", encoding: .utf8)
+        try text.replacingOccurrences(of: "./build/swiftasync.so", with: enginePath)
+            .write(toFile: configuration, atomically: true, encoding: .utf8)
+        return ([], ["OPENSSL_CONF": configuration])
+    }
+
+    // Named here so that test discovery on Linux, which lists a class's own methods, runs them again.
+    override func testTLS12ECDHERSA() throws { try super.testTLS12ECDHERSA() }
+    override func testTLS13P256WithRSACertificate() throws { try super.testTLS13P256WithRSACertificate() }
+    override func testTLS13X25519WithECDSACertificate() throws { try super.testTLS13X25519WithECDSACertificate() }
+    override func testTLS12ECDHEECDSAOnP256() throws { try super.testTLS12ECDHEECDSAOnP256() }
 }
 
 /// A port on 127.0.0.1 nothing listens on right now.
