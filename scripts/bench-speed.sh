@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side by side, in one run: `openssl speed` without the engine (one core and
 # -multi <cores>) and with swiftasync (no async jobs, -async_jobs 1, 8 and 64,
-# and -async_jobs 64 with the 8-lane path switched off). Wall-clock rates
+# and -async_jobs 64 with the 8-lane path switched off), then the provider
+# at -async_jobs 64 (openssl-provider.cnf). Wall-clock rates
 # (-elapsed): without it speed divides by the process's CPU time, which
 # counts the engine's worker threads too. The engine's own counters give the
 # operations offloaded and how many ran in 8-lane calls, with the average fill.
@@ -11,7 +12,6 @@ seconds=${BENCH_SECONDS:-5}
 cores=$(nproc)
 algorithms=${BENCH_ALGORITHMS:-rsa2048 rsa4096 ecdhx25519 ecdhp256 ecdsap256}
 stats=$(mktemp)
-trap 'rm -f "$stats"' EXIT
 
 source "$(dirname "$0")/speed-rate.sh"
 
@@ -26,6 +26,18 @@ engine_rate() {
               if (kv[1] == "lanes") lanes += kv[2]
               if (kv[1] == "lane_calls") calls += kv[2] } }
         END { fill = calls > 0 ? sprintf("%.1f", lanes / calls) : "-"; printf "%s %d %d %s\n", value, offloaded, lanes, fill }' "$stats"
+}
+
+# The same through the provider: openssl-provider.cnf with the module's path made absolute.
+provider_cnf=$(mktemp)
+trap 'rm -f "$stats" "$provider_cnf"' EXIT
+sed "s|./build/swiftasync.so|$engine|" "$(dirname "$0")/../openssl-provider.cnf" > "$provider_cnf"
+provider_rate() {
+    : > "$stats"
+    local value
+    value=$(SWIFTASYNC_STATS_FILE=$stats OPENSSL_CONF=$provider_cnf rate "$@")
+    awk -v value="$value" '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "offloaded") offloaded += kv[2] } }
+        END { printf "%s %d\n", value, offloaded }' "$stats"
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
@@ -61,9 +73,12 @@ for algorithm in $algorithms; do
     row "engine, -async_jobs 64" "$jobs64" "$jobs64_offloaded" "$jobs64_lanes" "$jobs64_fill"
     read -r scalar64 scalar64_offloaded _ _ <<< "$(SWIFTASYNC_MULTIBUFFER=0 engine_rate -async_jobs 64)"
     row "engine, -async_jobs 64, MULTIBUFFER=0" "$scalar64" "$scalar64_offloaded" 0 -
+    read -r provider64 provider64_offloaded <<< "$(provider_rate -async_jobs 64)"
+    row "provider, -async_jobs 64" "$provider64" "$provider64_offloaded" 0 -
     r64=$(ratio "$jobs64" "$multi")
     echo "ratio engine -async_jobs 64 / software -multi $cores: $r64 (target >= $target64: $(verdict "$r64" "$target64"))"
     echo "ratio engine -async_jobs 64, MULTIBUFFER=0 / software -multi $cores: $(ratio "$scalar64" "$multi")"
+    echo "ratio provider -async_jobs 64 / engine -async_jobs 64: $(ratio "$provider64" "$jobs64") (provider without lanes yet); / engine MULTIBUFFER=0: $(ratio "$provider64" "$scalar64")"
     if [ "$algorithm" = rsa2048 ]; then
         r1=$(ratio "$jobs1" "$software")
         echo "ratio engine -async_jobs 1 / software 1 core: $r1 (target >= 0.9: $(verdict "$r1" 0.9))"

@@ -3,7 +3,7 @@
  *
  * Keys stay the forward target's (the default provider, or the one named by
  * `forward` in the provider's openssl.cnf section). At init we load the
- * target into a child library context and hand OpenSSL the target's own
+ * target into a library context of our own and hand OpenSSL the target's own
  * provider context as ours, and the target's algorithms as ours, under
  * "provider=swiftasync". So every key-manager call, every verify, encrypt,
  * init, parameter and digest-update call is the target's own function,
@@ -12,9 +12,13 @@
  * (provider_calls.c): they run the target's function on a worker.
  *
  * Why the target's provider context: the target's functions expect it, and
- * nothing of ours needs one (our state is the pool's). Why a child library
- * context: it sees the parent's providers (a FIPS module configured there
- * too), and the target's internal fetches (digests) never name us.
+ * nothing of ours needs one (our state is the pool's). Why a library context
+ * of our own, not a child of the application's: the target's random
+ * generators in a child draw on the parent's, and our workers then hold
+ * per-thread state of the parent, which OpenSSL frees with the parent before
+ * it tears us down; a worker leaving later crashed on it (TSan found it).
+ * A context of our own is freed only here, after the workers that used it
+ * have gone (sa_pool_retire). Its fetches never see us either.
  */
 #include "provider_calls.h"
 #include "swiftasync_shim.h"
@@ -31,9 +35,9 @@
 #define PROVIDER_NAME "swiftasync"
 #define PROPERTIES "provider=swiftasync"
 
-/* One loaded instance: the target in our child library context. */
+/* One loaded instance: the target in a library context of our own. */
 typedef struct provider_instance {
-    OSSL_LIB_CTX *child;
+    OSSL_LIB_CTX *context;
     OSSL_PROVIDER *target;
     struct provider_instance *next;
 } provider_instance;
@@ -165,8 +169,9 @@ static void teardown(void *provctx)
     if (instance == NULL)
         return;
     sa_engine_did_finish();
+    sa_pool_retire();
     OSSL_PROVIDER_unload(instance->target);
-    OSSL_LIB_CTX_free(instance->child);
+    OSSL_LIB_CTX_free(instance->context);
     OPENSSL_free(instance);
 }
 
@@ -225,9 +230,9 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
     target = apply_configuration(handle, get_core_params);
     if ((instance = OPENSSL_zalloc(sizeof(*instance))) == NULL)
         return 0;
-    if ((instance->child = OSSL_LIB_CTX_new_child(handle, in)) == NULL
-        || (instance->target = OSSL_PROVIDER_load(instance->child, target)) == NULL) {
-        OSSL_LIB_CTX_free(instance->child);
+    if ((instance->context = OSSL_LIB_CTX_new()) == NULL
+        || (instance->target = OSSL_PROVIDER_load(instance->context, target)) == NULL) {
+        OSSL_LIB_CTX_free(instance->context);
         OPENSSL_free(instance);
         return 0;
     }

@@ -67,10 +67,13 @@ public final class LoadedProvider {
     /// The provider's counters, in the engine's STATS format (its "swiftasync-stats" parameter).
     public func stats() throws -> EngineStats {
         var buffer = [CChar](repeating: 0, count: 8192)
-        let ok = buffer.withUnsafeMutableBufferPointer { text -> Int32 in
-            var params = [OSSL_PARAM_construct_utf8_string("swiftasync-stats", text.baseAddress, text.count),
-                          OSSL_PARAM_construct_end()]
-            return OSSL_PROVIDER_get_params(provider, &params)
+        // The key must outlive the call: an OSSL_PARAM keeps only its pointer.
+        let ok = "swiftasync-stats".withCString { key in
+            buffer.withUnsafeMutableBufferPointer { text -> Int32 in
+                var params = [OSSL_PARAM_construct_utf8_string(key, text.baseAddress, text.count),
+                              OSSL_PARAM_construct_end()]
+                return OSSL_PROVIDER_get_params(provider, &params)
+            }
         }
         guard ok == 1 else { throw HarnessError("the provider gave no counters") }
         return EngineStats(parsing: cString(buffer))
@@ -79,8 +82,13 @@ public final class LoadedProvider {
     /// The provider's name, as OpenSSL asks it.
     public var name: String {
         var name: UnsafeMutablePointer<CChar>?
-        var params = [OSSL_PARAM_construct_utf8_ptr("name", &name, 0), OSSL_PARAM_construct_end()]
-        guard OSSL_PROVIDER_get_params(provider, &params) == 1, let name else { return "" }
+        let ok = "name".withCString { key in
+            withUnsafeMutablePointer(to: &name) { slot -> Int32 in
+                var params = [OSSL_PARAM_construct_utf8_ptr(key, slot, 0), OSSL_PARAM_construct_end()]
+                return OSSL_PROVIDER_get_params(provider, &params)
+            }
+        }
+        guard ok == 1, let name else { return "" }
         return String(cString: name)
     }
 
@@ -100,21 +108,24 @@ public final class LoadedProvider {
 
     /// The same private key in another library context (through its DER).
     public static func copy(_ key: OpaquePointer, to context: OpaquePointer) -> OpaquePointer? {
-        var der: UnsafeMutablePointer<UInt8>?
-        let length = i2d_PrivateKey(key, &der)
-        guard length > 0, let der else { return nil }
-        defer { CRYPTO_free(der, #file, #line) }
-        var cursor: UnsafePointer<UInt8>? = UnsafePointer(der)
-        return d2i_AutoPrivateKey_ex(nil, &cursor, Int(length), context, nil)
+        throughDER(key, encode: { i2d_PrivateKey($0, $1) },
+                   decode: { d2i_AutoPrivateKey_ex(nil, $0, $1, context, nil) })
     }
 
     /// The public half of a key, in another library context (through its DER).
     public static func copyPublic(_ key: OpaquePointer, to context: OpaquePointer) -> OpaquePointer? {
+        throughDER(key, encode: { i2d_PUBKEY($0, $1) },
+                   decode: { d2i_PUBKEY_ex(nil, $0, $1, context, nil) })
+    }
+
+    private static func throughDER(_ key: OpaquePointer,
+                                   encode: (OpaquePointer, UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>) -> Int32,
+                                   decode: (UnsafeMutablePointer<UnsafePointer<UInt8>?>, Int) -> OpaquePointer?) -> OpaquePointer? {
         var der: UnsafeMutablePointer<UInt8>?
-        let length = i2d_PUBKEY(key, &der)
+        let length = encode(key, &der)
         guard length > 0, let der else { return nil }
         defer { CRYPTO_free(der, #file, #line) }
         var cursor: UnsafePointer<UInt8>? = UnsafePointer(der)
-        return d2i_PUBKEY_ex(nil, &cursor, Int(length), context, nil)
+        return decode(&cursor, Int(length))
     }
 }

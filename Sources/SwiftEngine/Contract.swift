@@ -24,6 +24,11 @@ func statsNoteInline(_ algorithm: sa_algorithm, _ succeeded: Int32) {
     EngineRuntime.shared.noteInline(algorithm, succeeded: succeeded != 0)
 }
 
+@_cdecl("sa_pool_retire")
+func poolRetire() {
+    EngineRuntime.shared.retirePool()
+}
+
 @_cdecl("sa_engine_did_init")
 func engineDidInit() {
     EngineRuntime.shared.engineDidInit()

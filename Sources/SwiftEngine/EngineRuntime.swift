@@ -167,6 +167,13 @@ final class EngineRuntime: @unchecked Sendable {
         if let statsFile { appendReport(to: statsFile) }
     }
 
+    /// The workers leave now, taking their per-thread OpenSSL state with
+    /// them; the next operation starts a new pool.
+    func retirePool() {
+        let retired = lock.withLock { takePool() }
+        retired?.shutdown()
+    }
+
     private func takePool() -> WorkerPool? {
         defer { pool = nil }
         return pool

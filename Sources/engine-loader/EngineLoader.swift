@@ -18,13 +18,19 @@ struct EngineOptions: ParsableArguments {
     @Option(name: .customLong("set"), help: "A ctrl command NAME=VALUE applied before init (repeatable).")
     var settings: [String] = []
 
-    func load() throws -> LoadedEngine {
-        let pairs = try settings.map { setting -> (String, String) in
+    /// The --set settings as (NAME, VALUE).
+    func pairs() throws -> [(String, String)] {
+        try settings.map { setting -> (String, String) in
             let parts = setting.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { throw ValidationError("--set wants NAME=VALUE, got \(setting)") }
             return (parts[0], parts[1])
         }
-        return try LoadedEngine(path: engine ?? LoadedEngine.defaultPath(), settings: pairs)
+    }
+
+    var path: String { engine ?? LoadedEngine.defaultPath() }
+
+    func load() throws -> LoadedEngine {
+        try LoadedEngine(path: path, settings: pairs())
     }
 }
 
@@ -34,7 +40,11 @@ struct Info: ParsableCommand {
 
     @OptionGroup var options: EngineOptions
 
+    @Flag(help: "Load the .so as an OpenSSL provider (openssl-provider.cnf's way), not as an engine.")
+    var provider = false
+
     func run() throws {
+        if provider { return try describeProvider() }
         let engine = try options.load()
         defer { engine.close() }
         let stats = try engine.stats()
@@ -50,6 +60,20 @@ struct Info: ParsableCommand {
         for command in commands {
             print("  \(command.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(command.help)")
         }
+    }
+
+    /// The provider, loaded into a library context of its own with default, swiftasync preferred.
+    func describeProvider() throws {
+        let loaded = try LoadedProvider(path: options.path, settings: options.pairs())
+        defer { loaded.close() }
+        let stats = try loaded.stats()
+        print("provider:    \(loaded.name), forwarding to the default provider")
+        print("path:        \(loaded.path)")
+        print("openssl:     \(String(cString: OpenSSL_version(OPENSSL_VERSION)))")
+        print("offloaded:   RSA sign and decrypt; ECDSA sign; ECDH, X25519 and X448 derive; EC, X25519 and X448 key generation")
+        print("pool:        \(stats.header["threads"] ?? 0) worker threads, queue depth \(stats.header["queue_depth"] ?? 0), sync offload \(stats.header["sync_offload"] == 1 ? "on" : "off")")
+        print("8-lane path: not through the provider yet (the engine: \(Self.describe(multibuffer: stats.multibuffer)))")
+        print("settings:    the engine's ctrl names, as lines of the provider's openssl.cnf section, or SWIFTASYNC_<NAME>; forward = provider=NAME")
     }
 
     /// The engine's one-word multibuffer status as a sentence for an operator.

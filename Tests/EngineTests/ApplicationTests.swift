@@ -138,6 +138,14 @@ final class ApplicationTests: XCTestCase {
         for expected in ["swiftasync", "RSA", "EC (keygen, ECDH, ECDSA)", "X25519", "X448", "THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "STATS", "OpenSSL 3"] {
             XCTAssertTrue(info.output.contains(expected), "info lacks \(expected):\n\(info.output)")
         }
+        for name in ["NOTIFY_DELAY_USEC ", "WORKER_DELAY_USEC ", "MULTIBUFFER_MIN_FILL "] {
+            XCTAssertTrue(info.output.contains(name), "ctrl names printed whole: \(name)\n\(info.output)")
+        }
+        XCTAssertTrue(info.output.contains("8-lane path: "), info.output)
+        let provider = try run([loader, "info", "--provider", "--engine", enginePath, "--set", "THREADS=3"])
+        XCTAssertEqual(provider.status, 0, provider.output)
+        XCTAssertTrue(provider.output.contains("provider:    swiftasync"), provider.output)
+        XCTAssertTrue(provider.output.contains("pool:        3 worker threads"), "settings reach the provider:\n\(provider.output)")
         let check = try run([loader, "check", "--engine", enginePath, "--bits", "2048", "--count", "2"])
         XCTAssertEqual(check.status, 0, check.output)
         XCTAssertTrue(check.output.contains("all checks passed"), check.output)

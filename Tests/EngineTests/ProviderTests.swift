@@ -226,6 +226,23 @@ final class ProviderTests: XCTestCase {
         XCTAssertEqual(outcomes[4].errors, expected.errors, "the default provider's errors, on the caller's queue")
     }
 
+    /// The provider's library context freed while the engine keeps the pool
+    /// busy: the workers that used it must let go of it first (they would
+    /// crash on leaving later), and the engine goes on working.
+    func testProviderUnloadedWhileTheEngineStaysLoaded() throws {
+        let engine = try LoadedEngine()
+        defer { engine.close() }
+        let key = try XCTUnwrap(LoadedProvider.generate("EC", in: loaded.context, group: "P-256"))
+        let signers = (0..<8).map { _ in signer(key, in: loaded.context) }
+        let run = try inJobs(signers.map { signer in { Self.sign(signer, randomBytes(32)).0 } }, mode: .waitFD)
+        XCTAssertEqual(run.results, Array(repeating: 1, count: 8))
+        signers.forEach { EVP_PKEY_CTX_free($0) }
+        EVP_PKEY_free(key)
+        loaded.close()
+        let rsa = try RSAKeyPair(bits: 2048)
+        XCTAssertEqual(SelfCheck.freshSignaturesAgreeing(rsa, count: 8), 8, "the engine signs on a new pool")
+    }
+
     /// Outside a job nothing is offloaded, and a size query never is.
     func testOutsideJobsAndSizeQueriesStayInline() throws {
         let key = try XCTUnwrap(LoadedProvider.generate("EC", in: loaded.context, group: "P-256"))

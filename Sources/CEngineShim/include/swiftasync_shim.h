@@ -121,6 +121,13 @@ int sa_pool_run_and_wait(sa_operation *op);
 /* Counts an operation computed on the application's thread. */
 void sa_stats_note_inline(sa_algorithm algorithm, int succeeded);
 
+/*
+ * Drains the running pool and joins its workers (a new pool starts on the
+ * next operation): their per-thread OpenSSL state goes with them, before a
+ * library context they used is freed.
+ */
+void sa_pool_retire(void);
+
 /* Engine life: the pool starts lazily; the last finish drains and joins. */
 void sa_engine_did_init(void);
 void sa_engine_did_finish(void);
