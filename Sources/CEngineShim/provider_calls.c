@@ -1,7 +1,7 @@
 /*
  * Life of one provider signature: libssl calls EVP_DigestSignFinal -> OpenSSL
  * calls our digest_sign_final (a trampoline of the RSA or ECDSA slot) ->
- * forward() makes a record holding the target's function, the target's
+ * forward_final() makes a record holding the target's function, the target's
  * operation context and a buffer of the caller's size -> sa_record_run
  * (async_job.c) submits it and pauses the job -> a worker runs the target's
  * function on the record (compute_call) -> the job resumes, copies the
@@ -19,7 +19,7 @@
 #include <openssl/crypto.h>
 
 typedef enum call_shape {
-    CALL_SIGN,               /* (ctx, out, outlen, outsize, in, inlen): sign, digest_sign, decrypt */
+    CALL_IN_OUT,             /* (ctx, out, outlen, outsize, in, inlen): sign, digest_sign, decrypt */
     CALL_FINAL,              /* (ctx, out, outlen, outsize): digest_sign_final, derive */
     CALL_GEN,                /* (genctx, callback, arg) -> key data */
 } call_shape;
@@ -59,7 +59,7 @@ static int compute_call(sa_record *base)
     call_record *record = (call_record *)base;
 
     switch (record->shape) {
-    case CALL_SIGN:
+    case CALL_IN_OUT:
         return record->in_out(record->ctx, record->output, &record->output_length,
                               record->output_capacity, record->input, record->input_length) > 0;
     case CALL_FINAL:
@@ -130,7 +130,7 @@ static int forward_in_out(const call_slot *slot, in_out_fn original, void *ctx, 
 
     if (out == NULL)                       /* a size query: nothing to compute */
         return original(ctx, out, outlen, outsize, in, inlen);
-    if ((record = call_record_new(slot->algorithm, CALL_SIGN, ctx, in, inlen, outsize)) == NULL) {
+    if ((record = call_record_new(slot->algorithm, CALL_IN_OUT, ctx, in, inlen, outsize)) == NULL) {
         ok = original(ctx, out, outlen, outsize, in, inlen);
         sa_stats_note_inline(slot->algorithm, ok > 0);
         return ok;
