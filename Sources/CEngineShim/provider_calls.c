@@ -14,6 +14,7 @@
 #include "operation.h"
 #include "provider_calls.h"
 
+#include <pthread.h>
 #include <string.h>
 #include <openssl/core_dispatch.h>
 #include <openssl/crypto.h>
@@ -28,6 +29,8 @@ typedef int (*in_out_fn)(void *ctx, unsigned char *out, size_t *outlen, size_t o
                          const unsigned char *in, size_t inlen);
 typedef int (*final_fn)(void *ctx, unsigned char *out, size_t *outlen, size_t outsize);
 typedef void *(*gen_fn)(void *genctx, OSSL_CALLBACK *callback, void *arg);
+typedef void *(*gen_init_fn)(void *provctx, int selection, const OSSL_PARAM params[]);
+typedef void (*gen_cleanup_fn)(void *genctx);
 
 /* One target algorithm whose private-key steps we forward, and its originals. */
 typedef struct call_slot {
@@ -35,6 +38,8 @@ typedef struct call_slot {
     in_out_fn sign, digest_sign, decrypt;
     final_fn digest_sign_final, derive;
     gen_fn gen;
+    gen_init_fn gen_init;
+    gen_cleanup_fn gen_cleanup;
 } call_slot;
 
 typedef struct call_record {
@@ -156,12 +161,65 @@ static int forward_final(const call_slot *slot, final_fn original, void *ctx, un
     return finish(record, out, outlen);
 }
 
+/*
+ * Generation contexts that make parameters only (a TLS 1.3 server makes the
+ * peer's X25519 "parameters" this way): nothing to offload, nothing to count.
+ * Learnt at gen_init, forgotten at gen_cleanup.
+ */
+#define PARAMETER_CONTEXTS 64
+static void *parameter_contexts[PARAMETER_CONTEXTS];
+static pthread_mutex_t parameter_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void note_parameter_context(void *genctx, int remember)
+{
+    void *wanted = remember ? NULL : genctx, *put = remember ? genctx : NULL;
+    int i;
+
+    pthread_mutex_lock(&parameter_lock);
+    for (i = 0; i < PARAMETER_CONTEXTS; i++)
+        if (parameter_contexts[i] == wanted) {
+            parameter_contexts[i] = put;
+            break;
+        }
+    pthread_mutex_unlock(&parameter_lock);
+}
+
+static int makes_parameters_only(void *genctx)
+{
+    int i, found = 0;
+
+    pthread_mutex_lock(&parameter_lock);
+    for (i = 0; i < PARAMETER_CONTEXTS && !found; i++)
+        found = parameter_contexts[i] == genctx;
+    pthread_mutex_unlock(&parameter_lock);
+    return found;
+}
+
+static void *forward_gen_init(const call_slot *slot, void *provctx, int selection,
+                              const OSSL_PARAM params[])
+{
+    void *genctx = slot->gen_init(provctx, selection, params);
+
+    if (genctx != NULL && (selection & OSSL_KEYMGMT_SELECT_KEYPAIR) == 0)
+        note_parameter_context(genctx, 1);
+    return genctx;
+}
+
+static void forward_gen_cleanup(const call_slot *slot, void *genctx)
+{
+    if (genctx != NULL)
+        note_parameter_context(genctx, 0);
+    slot->gen_cleanup(genctx);
+}
+
 static void *forward_gen(const call_slot *slot, void *genctx, OSSL_CALLBACK *callback, void *arg)
 {
-    call_record *record = call_record_new(slot->algorithm, CALL_GEN, genctx, NULL, 0, 0);
+    call_record *record;
     void *generated;
 
-    if (record == NULL) {
+    if (makes_parameters_only(genctx))
+        return slot->gen(genctx, callback, arg);
+    if ((record = call_record_new(slot->algorithm, CALL_GEN, genctx, NULL, 0, 0)) == NULL) {
         generated = slot->gen(genctx, callback, arg);
         sa_stats_note_inline(slot->algorithm, generated != NULL);
         return generated;
@@ -196,7 +254,11 @@ static int slots_used;
     static int derive_##i(void *c, unsigned char *o, size_t *ol, size_t os)             \
     { return forward_final(&slots[i], slots[i].derive, c, o, ol, os); }                 \
     static void *gen_##i(void *g, OSSL_CALLBACK *cb, void *arg)                         \
-    { return forward_gen(&slots[i], g, cb, arg); }
+    { return forward_gen(&slots[i], g, cb, arg); }                                      \
+    static void *gen_init_##i(void *p, int selection, const OSSL_PARAM params[])        \
+    { return forward_gen_init(&slots[i], p, selection, params); }                       \
+    static void gen_cleanup_##i(void *g)                                                \
+    { forward_gen_cleanup(&slots[i], g); }
 TRAMPOLINES(0) TRAMPOLINES(1) TRAMPOLINES(2) TRAMPOLINES(3) TRAMPOLINES(4) TRAMPOLINES(5)
 TRAMPOLINES(6) TRAMPOLINES(7) TRAMPOLINES(8) TRAMPOLINES(9) TRAMPOLINES(10) TRAMPOLINES(11)
 
@@ -208,6 +270,8 @@ static const in_out_fn decrypt_trampolines[SLOTS] = ALL(decrypt_);
 static const final_fn digest_sign_final_trampolines[SLOTS] = ALL(digest_sign_final_);
 static const final_fn derive_trampolines[SLOTS] = ALL(derive_);
 static const gen_fn gen_trampolines[SLOTS] = ALL(gen_);
+static const gen_init_fn gen_init_trampolines[SLOTS] = ALL(gen_init_);
+static const gen_cleanup_fn gen_cleanup_trampolines[SLOTS] = ALL(gen_cleanup_);
 
 /* ---- Which of the target's algorithms we forward ----------------------- */
 
@@ -263,6 +327,12 @@ static void take_over(int operation, OSSL_DISPATCH *function, int slot)
     } else if (operation == OSSL_OP_KEYMGMT && id == OSSL_FUNC_KEYMGMT_GEN) {
         s->gen = (gen_fn)function->function;
         function->function = (void (*)(void))gen_trampolines[slot];
+    } else if (operation == OSSL_OP_KEYMGMT && id == OSSL_FUNC_KEYMGMT_GEN_INIT) {
+        s->gen_init = (gen_init_fn)function->function;
+        function->function = (void (*)(void))gen_init_trampolines[slot];
+    } else if (operation == OSSL_OP_KEYMGMT && id == OSSL_FUNC_KEYMGMT_GEN_CLEANUP) {
+        s->gen_cleanup = (gen_cleanup_fn)function->function;
+        function->function = (void (*)(void))gen_cleanup_trampolines[slot];
     }
 }
 

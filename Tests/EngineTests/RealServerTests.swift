@@ -5,8 +5,10 @@ import XCTest
 /// HAProxy (async mode, master-worker) and nginx (sync mode, forked workers)
 /// from Debian, with the engine, driven by h2load making full handshakes.
 /// The servers give no ctrl access: their counters are read from outside.
-final class RealServerTests: XCTestCase {
+class RealServerTests: XCTestCase {
     let enginePath = LoadedEngine.defaultPath()
+    /// The repository's cnf the servers load through OPENSSL_CONF (ProviderRealServerTests: the provider's).
+    var repositoryConf: String { "openssl.cnf" }
     var directory = ""
     var servers: [Process] = []
     /// Where the last server started writes its output: shown when its clients fail.
@@ -21,7 +23,7 @@ final class RealServerTests: XCTestCase {
         let pem = try String(contentsOfFile: "\(directory)/server.crt", encoding: .utf8)
             + String(contentsOfFile: "\(directory)/server.key", encoding: .utf8)
         try pem.write(toFile: "\(directory)/server.pem", atomically: true, encoding: .utf8)
-        let conf = try String(contentsOfFile: repositoryRoot + "/openssl.cnf", encoding: .utf8)
+        let conf = try String(contentsOfFile: repositoryRoot + "/" + repositoryConf, encoding: .utf8)
             .replacingOccurrences(of: "./build/swiftasync.so", with: enginePath)
         try conf.write(toFile: "\(directory)/openssl.cnf", atomically: true, encoding: .utf8)
     }
@@ -173,6 +175,20 @@ final class RealServerTests: XCTestCase {
 
     func testNginxWithOpenSSLConf() throws {
         try runNginx(engineDirective: "", environment: ["OPENSSL_CONF": "\(directory)/openssl.cnf"])
+    }
+}
+
+/// HAProxy (async mode) and nginx again, with swiftasync as their provider
+/// through openssl-provider.cnf: every handshake's signature, key share and
+/// secret counted by the provider's counters (nginx: inline, it has no async mode).
+final class ProviderRealServerTests: RealServerTests {
+    override var repositoryConf: String { "openssl-provider.cnf" }
+
+    // Named here so that test discovery on Linux runs them in this class too.
+    override func testHAProxyAsyncModeOneAndTwoThreads() throws { try super.testHAProxyAsyncModeOneAndTwoThreads() }
+    override func testNginxWithOpenSSLConf() throws { try super.testNginxWithOpenSSLConf() }
+    override func testNginxWithSSLEngineDirective() throws {
+        throw XCTSkip("ssl_engine names the engine, not the provider")
     }
 }
 
