@@ -14,7 +14,7 @@ jobs=${SWEEP_JOBS:-1 2 4 8 16 32 64 128}
 cores=$(nproc)
 cpu=$(lscpu | sed -n 's/^Model name: *//p')
 version=$(openssl version | cut -d' ' -f1-2)
-command -v gnuplot >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null
+command -v gnuplot >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null; }
 mkdir -p "$output"
 
 source "$(dirname "$0")/speed-rate.sh"

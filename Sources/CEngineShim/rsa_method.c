@@ -93,14 +93,20 @@ static int padding_in_lanes(sa_algorithm algorithm, int padding)
         || padding == RSA_NO_PADDING;
 }
 
-/* The 8-lane call takes primes of half the modulus size and CRT values no larger. */
+/*
+ * The 8-lane call takes odd primes of half the modulus size and CRT values
+ * no larger. An even "prime" makes OpenSSL's software fail (no Montgomery
+ * form, BN_R_NO_INVERSE) where the lanes would compute, and pass the public
+ * check, for inputs like 0 (the fuzzer found it): such keys stay scalar.
+ */
 static int crt_fits(const BIGNUM *const values[5], int half)
 {
     int i;
 
     for (i = 0; i < 5; i++)
         if (values[i] == NULL || BN_is_negative(values[i])
-            || BN_num_bits(values[i]) > half || (i < 2 && BN_num_bits(values[i]) != half))
+            || BN_num_bits(values[i]) > half
+            || (i < 2 && (BN_num_bits(values[i]) != half || !BN_is_odd(values[i]))))
             return 0;
     return 1;
 }
