@@ -15,11 +15,12 @@ stats=$(mktemp)
 
 source "$(dirname "$0")/speed-rate.sh"
 
-# Same, through the engine: "rate offloaded lanes average-fill" from its counters.
-engine_rate() {
+# "rate offloaded lanes average-fill": the rate `"$@"` measures, and the
+# engine's counters over that run.
+counted_rate() {
     : > "$stats"
     local value
-    value=$(SWIFTASYNC_STATS_FILE=$stats rate -engine "$engine" "$@")
+    value=$(SWIFTASYNC_STATS_FILE=$stats "$@")
     awk -v value="$value" '
         { for (i = 2; i <= NF; i++) { split($i, kv, "=")
               if (kv[1] == "offloaded") offloaded += kv[2]
@@ -32,13 +33,8 @@ engine_rate() {
 provider_cnf=$(mktemp)
 trap 'rm -f "$stats" "$provider_cnf"' EXIT
 sed "s|./build/swiftasync.so|$engine|" "$(dirname "$0")/../openssl-provider.cnf" > "$provider_cnf"
-provider_rate() {
-    : > "$stats"
-    local value
-    value=$(SWIFTASYNC_STATS_FILE=$stats OPENSSL_CONF=$provider_cnf rate "$@")
-    awk -v value="$value" '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "offloaded") offloaded += kv[2] } }
-        END { printf "%s %d\n", value, offloaded }' "$stats"
-}
+engine_rate() { counted_rate rate -engine "$engine" "$@"; }
+provider_rate() { OPENSSL_CONF=$provider_cnf counted_rate rate "$@"; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r + 0 >= t) ? "met" : "NOT MET" }'; }
@@ -73,7 +69,7 @@ for algorithm in $algorithms; do
     row "engine, -async_jobs 64" "$jobs64" "$jobs64_offloaded" "$jobs64_lanes" "$jobs64_fill"
     read -r scalar64 scalar64_offloaded _ _ <<< "$(SWIFTASYNC_MULTIBUFFER=0 engine_rate -async_jobs 64)"
     row "engine, -async_jobs 64, MULTIBUFFER=0" "$scalar64" "$scalar64_offloaded" 0 -
-    read -r provider64 provider64_offloaded <<< "$(provider_rate -async_jobs 64)"
+    read -r provider64 provider64_offloaded _ _ <<< "$(provider_rate -async_jobs 64)"
     row "provider, -async_jobs 64" "$provider64" "$provider64_offloaded" 0 -
     r64=$(ratio "$jobs64" "$multi")
     echo "ratio engine -async_jobs 64 / software -multi $cores: $r64 (target >= $target64: $(verdict "$r64" "$target64"))"

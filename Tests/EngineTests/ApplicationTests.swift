@@ -52,10 +52,8 @@ final class ApplicationTests: XCTestCase {
     /// openssl speed through the provider, each algorithm offloaded.
     func testOpenSSLSpeedThroughTheProviderConf() throws {
         let stats = temporaryPath("speed-provider.txt")
-        let configuration = temporaryPath("openssl-provider.cnf")
-        let text = try String(contentsOfFile: Commands.repositoryRoot + "/openssl-provider.cnf", encoding: .utf8)
-        try text.replacingOccurrences(of: "./build/swiftasync.so", with: enginePath)
-            .write(toFile: configuration, atomically: true, encoding: .utf8)
+        let configuration = try Commands.writeRepositoryConf("openssl-provider.cnf", to: temporaryPath("openssl-provider.cnf"),
+                                                             modulePath: enginePath)
         let speed = try run(["openssl", "speed", "-async_jobs", "16", "-seconds", "1", "rsa2048", "ecdhp256", "ecdhx25519", "ecdsap256"],
                             environment: ["SWIFTASYNC_STATS_FILE": stats, "OPENSSL_CONF": configuration])
         XCTAssertEqual(speed.status, 0, speed.output)

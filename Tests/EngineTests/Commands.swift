@@ -19,6 +19,16 @@ enum Commands {
             .deletingLastPathComponent().path
     }
 
+    /// The repository's `name` (openssl.cnf, openssl-provider.cnf) written to
+    /// `path` with its relative module path made `modulePath`; returns `path`.
+    @discardableResult
+    static func writeRepositoryConf(_ name: String, to path: String, modulePath: String) throws -> String {
+        try String(contentsOfFile: repositoryRoot + "/" + name, encoding: .utf8)
+            .replacingOccurrences(of: "./build/swiftasync.so", with: modulePath)
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
     /// Third-party programs the tests make load the engine (engine-loader is built with the tests).
     static let programsLoadingTheEngine: Set<String> = ["openssl", "haproxy", "nginx"]
 

@@ -23,9 +23,7 @@ class RealServerTests: XCTestCase {
         let pem = try String(contentsOfFile: "\(directory)/server.crt", encoding: .utf8)
             + String(contentsOfFile: "\(directory)/server.key", encoding: .utf8)
         try pem.write(toFile: "\(directory)/server.pem", atomically: true, encoding: .utf8)
-        let conf = try String(contentsOfFile: repositoryRoot + "/" + repositoryConf, encoding: .utf8)
-            .replacingOccurrences(of: "./build/swiftasync.so", with: enginePath)
-        try conf.write(toFile: "\(directory)/openssl.cnf", atomically: true, encoding: .utf8)
+        try Commands.writeRepositoryConf(repositoryConf, to: "\(directory)/openssl.cnf", modulePath: enginePath)
     }
 
     override func tearDown() {

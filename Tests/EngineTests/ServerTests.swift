@@ -111,10 +111,8 @@ class ServerTests: XCTestCase {
 /// share and secret counted as offloaded.
 final class ProviderServerTests: ServerTests {
     override func frontEnd() throws -> (arguments: [String], environment: [String: String]) {
-        let configuration = "\(directory)/openssl-provider.cnf"
-        let text = try String(contentsOfFile: Commands.repositoryRoot + "/openssl-provider.cnf", encoding: .utf8)
-        try text.replacingOccurrences(of: "./build/swiftasync.so", with: enginePath)
-            .write(toFile: configuration, atomically: true, encoding: .utf8)
+        let configuration = try Commands.writeRepositoryConf("openssl-provider.cnf", to: "\(directory)/openssl-provider.cnf",
+                                                             modulePath: enginePath)
         return ([], ["OPENSSL_CONF": configuration])
     }
 
