@@ -25,7 +25,7 @@ ARCH          = $(shell dpkg --print-architecture)
 DEB_DIR      := build/deb$(SCRATCH_KIND)
 DEBS          = $(DEB_DIR)/swiftasync_$(VERSION)_$(ARCH).deb $(DEB_DIR)/swiftasync-dbgsym_$(VERSION)_$(ARCH).deb
 
-.PHONY: all engine loader install deps test sanitize fuzz stress bench bench-tls deb test-deb bench-sweep clean
+.PHONY: all engine loader install deps test test-versions versions sanitize fuzz stress bench bench-tls deb test-deb bench-sweep clean
 
 all: engine loader
 
@@ -51,11 +51,32 @@ loader:
 	@echo "built $$($(SWIFT) build -c release --scratch-path $(TEST_BUILD) --show-bin-path)/engine-loader"
 
 # Unit tests of the pool, then the .so loaded in-process and under real apps,
-# then the Debian packages installed and removed.
+# then the Debian packages installed and removed, then the provider on the
+# newer OpenSSL versions.
 test: engine deb
 	$(SWIFT) build --build-tests --scratch-path $(TEST_BUILD)
 	SWIFTASYNC_SO=$(ENGINE_ABS) $(SWIFT) test --skip-build --disable-swift-testing --scratch-path $(TEST_BUILD)
 	scripts/test-deb.sh $(DEBS)
+	$(MAKE) --no-print-directory test-versions
+
+# Newer OpenSSL from Debian's archive (trixie 3.5, sid 3.6, experimental 4.0),
+# unpacked into .build-openssl-SERIES; the .so built against each into
+# build/openssl-SERIES. 4.0 has no ENGINE: there it is the provider alone.
+OPENSSL_SERIES ?= 3.5 4.0
+versions: deps
+	@for series in $(OPENSSL_SERIES); do \
+	    folder=$$(scripts/fetch-openssl.sh $$series) || exit 1; \
+	    SWIFT=$(SWIFT) SWIFTASYNC_OPENSSL=$$folder scripts/build-engine.sh \
+	        .build-engine-openssl-$$series$(SCRATCH_KIND) build/openssl-$$series$(SCRATCH_KIND)/swiftasync.so || exit 1; \
+	    echo "built build/openssl-$$series$(SCRATCH_KIND)/swiftasync.so against $$("$$folder/run" openssl version)"; \
+	done
+
+# On each: loads, differential checks against that version's default
+# provider, bad input, speed -async_jobs 64 and s_server -async handshakes counted.
+test-versions: versions
+	@for series in $(OPENSSL_SERIES); do \
+	    scripts/test-openssl-version.sh .build-openssl-$$series build/openssl-$$series$(SCRATCH_KIND)/swiftasync.so || exit 1; \
+	done
 
 # swiftasync_<version>_<arch>.deb and its -dbgsym package, in build/deb.
 deb: engine

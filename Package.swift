@@ -16,6 +16,11 @@ let multibufferLink: [LinkerSetting] = cryptoMB.map {
     [.unsafeFlags(["\($0)/lib/libcrypto_mb.a"])]
 } ?? []
 
+// Built against an OpenSSL without the ENGINE API (4.0): the provider front
+// end only (scripts/build-engine.sh decides from that OpenSSL's headers).
+let providerOnly = Context.environment["SWIFTASYNC_FRONT_ENDS"] == "provider"
+let shimExcluded = ["exports.map", "exports-provider.map"] + (providerOnly ? ["engine"] : [])
+
 let package = Package(
     name: "swiftasync",
     products: [
@@ -28,8 +33,11 @@ let package = Package(
     targets: [
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl",
                        providers: [.apt(["libssl-dev"])]),
-        .target(name: "CEngineShim", dependencies: ["COpenSSL"], exclude: ["exports.map"],
-                cSettings: opensslCompat + multibufferC, linkerSettings: multibufferLink),
+        // engine/ and provider/ are the two front ends; the record, the
+        // pause/wake code and the math beside them are shared.
+        .target(name: "CEngineShim", dependencies: ["COpenSSL"], exclude: shimExcluded,
+                cSettings: opensslCompat + multibufferC + [.headerSearchPath(".")],
+                linkerSettings: multibufferLink),
         .target(name: "SwiftEngine", dependencies: ["CEngineShim", "CLinux"]),
         .systemLibrary(name: "CLinux"),
         .target(name: "EngineHarness", dependencies: ["COpenSSL", "CLinux"]),
