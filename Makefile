@@ -71,9 +71,11 @@ versions: deps
 	    echo "built build/openssl-$$series$(SCRATCH_KIND)/swiftasync.so against $$("$$folder/run" openssl version)"; \
 	done
 
-# On each: loads, differential checks against that version's default
-# provider, bad input, speed -async_jobs 64 and s_server -async handshakes counted.
-test-versions: versions
+# On this machine's OpenSSL, then on each: loads, differential checks against
+# that version's default provider (through the lanes and without), bad input,
+# speed -async_jobs 64 and s_server -async handshakes counted.
+test-versions: engine versions
+	scripts/test-openssl-version.sh system $(ENGINE_SO)
 	@for series in $(OPENSSL_SERIES); do \
 	    scripts/test-openssl-version.sh .build-openssl-$$series build/openssl-$$series$(SCRATCH_KIND)/swiftasync.so || exit 1; \
 	done

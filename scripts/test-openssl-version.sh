@@ -7,12 +7,19 @@
 # and `s_server -async` handshakes (TLS 1.3 and 1.2, RSA and ECDSA
 # certificates, X25519, P-256 and, from 3.5, X25519MLKEM768) are counted as
 # offloaded by the provider's own counters.
-#   scripts/test-openssl-version.sh OPENSSL_FOLDER SWIFTASYNC_SO
+# Every check runs the provider twice: with lanes for any fill
+# (MULTIBUFFER_MIN_FILL=1), so each eligible operation goes through the 8-lane
+# math where the CPU has it, and with MULTIBUFFER=0, the target's own code.
+#   scripts/test-openssl-version.sh OPENSSL_FOLDER|system SWIFTASYNC_SO
 set -euo pipefail
 cd "$(dirname "$0")/.."
-folder=$(cd "${1:?folder made by scripts/fetch-openssl.sh}" && pwd)
 so=$(cd "$(dirname "${2:?the .so built against it}")" && pwd)/$(basename "$2")
-run=$folder/run
+if [ "${1:?folder made by scripts/fetch-openssl.sh, or system}" = system ]; then
+    run=$(mktemp); printf '#!/bin/sh\nprogram=$1; shift\nexec "$(command -v "$program" || echo "$program")" "$@"\n' > "$run"
+    chmod +x "$run"; headers=/usr/include
+else
+    folder=$(cd "$1" && pwd); run=$folder/run; headers=$folder/root/usr/include
+fi
 version=$("$run" openssl version | awk '{ print $2 }')
 series=${version%.*}
 work=$(mktemp -d)
@@ -28,11 +35,19 @@ sed "s|^module = .*|module = $so|" openssl-provider.cnf > "$work/provider.cnf"
 plain() { OPENSSL_CONF=$work/plain.cnf "$run" openssl "$@"; }
 # Outside async jobs the provider computes inline; SYNC_OFFLOAD sends those calls to the pool too.
 through() { OPENSSL_CONF=$work/provider.cnf SWIFTASYNC_SYNC_OFFLOAD=1 SWIFTASYNC_STATS_FILE=$work/stats "$run" openssl "$@"; }
+in_lanes() { SWIFTASYNC_MULTIBUFFER_MIN_FILL=1 through "$@"; }
+scalar() { SWIFTASYNC_MULTIBUFFER=0 through "$@"; }
 counter() {   # counter ALGORITHM FIELD: from the last run's counters
     awk -v a="$1" -v f="$2" '$1 == a { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' \
         "$work/stats" 2>/dev/null | tail -n 1
 }
 offloaded() { [ "$(counter "$1" offloaded)" -gt 0 ] 2>/dev/null || { echo "$1 not offloaded:"; cat "$work/stats"; return 1; }; }
+# Where this build and CPU run lanes, the operation must have gone through them.
+laned() {
+    offloaded "$1" || return 1
+    grep -q "multibuffer=in_use" "$work/stats" || return 0
+    [ "$(counter "$1" lanes)" -gt 0 ] 2>/dev/null || { echo "$1 not in lanes:"; cat "$work/stats"; return 1; }
+}
 
 passed=0 failed=0
 check() {
@@ -50,7 +65,7 @@ check "the provider loads through openssl-provider.cnf" '
 check "the provider loads by path (-provider-path, -provider swiftasync)" '
     plain list -providers -provider-path "$(dirname "$so")" -provider swiftasync -provider default \
         | grep -A3 "^  swiftasync" | grep -q "status: active"'
-if grep -qs '# *define OPENSSL_NO_ENGINE' "$folder"/root/usr/include/*/openssl/configuration.h; then
+if grep -qs '# *define OPENSSL_NO_ENGINE' "$headers"/*/openssl/configuration.h; then
     check "no ENGINE in this OpenSSL: the .so is the provider alone" '
         readelf --dyn-syms "$so" | grep -q " OSSL_provider_init$" && ! readelf --dyn-syms "$so" | grep -q " bind_engine$"'
 else
@@ -84,16 +99,20 @@ same_as_default() {
     check "$name: as the default provider" '
         set +e
         plain pkeyutl "${arguments[@]}" -out plain.out 2> plain.err; plain_status=$?
-        through pkeyutl "${arguments[@]}" -out ours.out 2> ours.err; our_status=$?
         set -e
         normalise() { grep -o "error:[^ ]*" "$1" | cut -d: -f2- | sort; }
-        echo "status: default $plain_status, provider $our_status"; normalise plain.err; echo --; normalise ours.err
-        [ "$plain_status" = "$our_status" ] && cmp -s <(normalise plain.err) <(normalise ours.err) || exit 1
-        if [ "$plain_status" = 0 ]; then cmp plain.out ours.out; fi
-        [ "$algorithm" = - ] || offloaded "$algorithm"'
+        for route in in_lanes scalar; do
+            set +e; $route pkeyutl "${arguments[@]}" -out ours.out 2> ours.err; our_status=$?; set -e
+            echo "$route: status: default $plain_status, provider $our_status"
+            normalise plain.err; echo --; normalise ours.err
+            [ "$plain_status" = "$our_status" ] && cmp -s <(normalise plain.err) <(normalise ours.err) || exit 1
+            if [ "$plain_status" = 0 ]; then cmp plain.out ours.out; fi
+            [ "$algorithm" = - ] || offloaded "${algorithm%:lanes}"
+            if [ "$route" = in_lanes ] && [ "${algorithm%:lanes}" != "$algorithm" ]; then laned "${algorithm%:lanes}"; fi
+        done'
 }
 for bits in 2048 3072 4096; do
-    same_as_default "RSA-$bits PKCS#1 v1.5 signature" rsa_private_encrypt \
+    same_as_default "RSA-$bits PKCS#1 v1.5 signature" rsa_private_encrypt:lanes \
         -sign -inkey rsa$bits.pem -in digest32 -pkeyopt digest:sha256
     plain pkeyutl -encrypt -pubin -inkey rsa$bits.pub -in message -pkeyopt rsa_padding_mode:oaep \
         -pkeyopt rsa_oaep_md:sha256 -out oaep$bits
@@ -105,10 +124,14 @@ for bits in 2048 3072 4096; do
 done
 # Raw RSA: an input below n (a leading zero byte).
 { printf '\0'; head -c 255 /dev/urandom; } > raw2048
+same_as_default "RSA-2048 raw (no padding) signature" rsa_private_encrypt:lanes \
+    -sign -inkey rsa2048.pem -in raw2048 -pkeyopt rsa_padding_mode:none
+same_as_default "RSA-2048 PKCS#1 v1.5 signature without a digest (as openssl speed signs)" \
+    rsa_private_encrypt:lanes -sign -inkey rsa2048.pem -in message
 same_as_default "RSA-2048 raw (no padding) decryption" rsa_private_decrypt \
     -decrypt -inkey rsa2048.pem -in raw2048 -pkeyopt rsa_padding_mode:none
 check "RSA-2048 PSS signature: verified by the default provider" '
-    through pkeyutl -sign -inkey rsa2048.pem -in digest32 -pkeyopt digest:sha256 \
+    in_lanes pkeyutl -sign -inkey rsa2048.pem -in digest32 -pkeyopt digest:sha256 \
         -pkeyopt rsa_padding_mode:pss -pkeyopt rsa_pss_saltlen:digest -out pss.sig
     offloaded rsa_private_encrypt
     plain pkeyutl -verify -pubin -inkey rsa2048.pub -in digest32 -sigfile pss.sig -pkeyopt digest:sha256 \
@@ -120,12 +143,14 @@ check "RSA-3072 signature of a message (digest-sign): verified by the default pr
 for curve in P-256 P-384 P-521; do
     digest=digest32; [ $curve = P-384 ] && digest=digest48; [ $curve = P-521 ] && digest=digest64
     check "ECDSA $curve: verified by the default provider" '
-        through pkeyutl -sign -inkey ec$curve.pem -in $digest -out ecdsa$curve.sig
-        offloaded ecdsa_sign
-        plain pkeyutl -verify -pubin -inkey ec$curve.pub -in $digest -sigfile ecdsa$curve.sig'
-    same_as_default "ECDH $curve" ecdh_derive -derive -inkey ec$curve.pem -peerkey peer$curve.pub
+        for route in in_lanes scalar; do
+            $route pkeyutl -sign -inkey ec$curve.pem -in $digest -out ecdsa$curve.sig
+            if [ $route = in_lanes ]; then laned ecdsa_sign; else offloaded ecdsa_sign; fi
+            plain pkeyutl -verify -pubin -inkey ec$curve.pub -in $digest -sigfile ecdsa$curve.sig
+        done'
+    same_as_default "ECDH $curve" ecdh_derive:lanes -derive -inkey ec$curve.pem -peerkey peer$curve.pub
 done
-same_as_default "X25519" x25519_derive -derive -inkey X25519.pem -peerkey peerX25519.pub
+same_as_default "X25519" x25519_derive:lanes -derive -inkey X25519.pem -peerkey peerX25519.pub
 same_as_default "X448" x448_derive -derive -inkey X448.pem -peerkey peerX448.pub
 for kind in EC:P-256 EC:P-384 X25519 X448; do
     algorithm=${kind%%:*}; curve=${kind#*:}
@@ -151,6 +176,8 @@ same_as_default "bad input: a random PKCS#1 v1.5 ciphertext" rsa_private_decrypt
 head -c 256 /dev/zero | tr '\0' '\377' > above-n
 same_as_default "bad input: a raw RSA input above the modulus" rsa_private_decrypt \
     -decrypt -inkey rsa2048.pem -in above-n -pkeyopt rsa_padding_mode:none
+same_as_default "bad input: a raw RSA signature input above the modulus" rsa_private_encrypt \
+    -sign -inkey rsa2048.pem -in above-n -pkeyopt rsa_padding_mode:none
 same_as_default "bad input: a digest of the wrong length for SHA-256" - \
     -sign -inkey rsa2048.pem -in digest20 -pkeyopt digest:sha256
 same_as_default "bad input: an ECDH peer on another curve" - -derive -inkey ecP-256.pem -peerkey peerP-384.pub

@@ -15,6 +15,7 @@
  * OpenSSL's error.
  */
 #include "ec_key_method.h"
+#include "lane_inputs.h"
 #include "multibuffer.h"
 #include "operation.h"
 
@@ -109,72 +110,14 @@ static void destroy_ec(sa_record *base)
 
 /* ---- Up to eight operations of one curve in one 8-lane call ------------- */
 
-#define EC_LANE_MAX_BYTES 66        /* P-521 */
-
 static sa_lane_class ec_lane_class(const EC_KEY *key)
 {
-    switch (EC_GROUP_get_curve_name(EC_KEY_get0_group(key))) {
-    case NID_X9_62_prime256v1: return SA_LANES_P256;
-    case NID_secp384r1: return SA_LANES_P384;
-    case NID_secp521r1: return SA_LANES_P521;
-    default: return SA_LANES_NONE;
-    }
+    return sa_ec_lane_class(EC_GROUP_get_curve_name(EC_KEY_get0_group(key)));
 }
 
-/* A private key the lanes take as OpenSSL's code would: 0 < d < order. */
 static const BIGNUM *lane_private_key(const EC_KEY *key)
 {
-    const BIGNUM *d = EC_KEY_get0_private_key(key);
-    const BIGNUM *order = EC_GROUP_get0_order(EC_KEY_get0_group(key));
-
-    return d != NULL && !BN_is_zero(d) && !BN_is_negative(d) && BN_cmp(d, order) < 0 ? d : NULL;
-}
-
-/* OpenSSL's draw of a private key or a nonce without a digest: uniform in [1, order). */
-static BIGNUM *random_below_order(const EC_GROUP *group)
-{
-    BIGNUM *value = BN_secure_new();
-
-    if (value == NULL)
-        return NULL;
-    do {
-        if (!BN_priv_rand_range_ex(value, EC_GROUP_get0_order(group), 0, NULL)) {
-            BN_clear_free(value);
-            return NULL;
-        }
-    } while (BN_is_zero(value));
-    return value;
-}
-
-/*
- * A signing nonce as OpenSSL's software ECDSA makes one: from the private
- * key, the digest cut to whole bytes of the order's length, and fresh
- * randomness; and that digest cut to the order's bits, as the lanes sign it.
- */
-static BIGNUM *nonce_and_message(const ec_record *record, const BIGNUM *d,
-                                 unsigned char *message, int size)
-{
-    const BIGNUM *order = EC_GROUP_get0_order(EC_KEY_get0_group(record->key));
-    int bits = BN_num_bits(order), length = record->digest_length;
-    BIGNUM *nonce = BN_secure_new(), *m = NULL;
-    int ok = nonce != NULL;
-
-    if (8 * length > bits)
-        length = (bits + 7) / 8;
-    while (ok) {
-        ok = BN_generate_dsa_nonce(nonce, order, d, record->digest, (size_t)length, NULL);
-        if (!BN_is_zero(nonce))
-            break;
-    }
-    ok = ok && (m = BN_bin2bn(record->digest, length, NULL)) != NULL
-        && (8 * length <= bits || BN_rshift(m, m, 8 - (bits & 7)))
-        && BN_bn2binpad(m, message, size) == size;
-    BN_free(m);
-    if (!ok) {
-        BN_clear_free(nonce);
-        return NULL;
-    }
-    return nonce;
+    return sa_ec_lane_private_key(EC_KEY_get0_group(key), EC_KEY_get0_private_key(key));
 }
 
 /* Per lane: what goes into the call, and what comes out. */
@@ -183,8 +126,8 @@ typedef struct ec_lane {
     BIGNUM *drawn;                    /* keygen's new private key; a nonce */
     BIGNUM *x, *y, *z;                /* keygen's point; ECDH's peer (z = 1) */
     BIGNUM *kinv, *r;                 /* sign_setup */
-    unsigned char message[EC_LANE_MAX_BYTES];
-    unsigned char out[EC_LANE_MAX_BYTES], out_s[EC_LANE_MAX_BYTES];
+    unsigned char message[SA_EC_LANE_MAX_BYTES];
+    unsigned char out[SA_EC_LANE_MAX_BYTES], out_s[SA_EC_LANE_MAX_BYTES];
 } ec_lane;
 
 static void free_ec_lane(ec_lane *lane)
@@ -205,7 +148,7 @@ static int prepare_ec_lane(ec_record *record, ec_lane *lane, int size)
 
     switch (record->base.public.algorithm) {
     case SA_ALG_EC_KEYGEN:
-        lane->d = lane->drawn = random_below_order(group);
+        lane->d = lane->drawn = sa_ec_random_below_order(group);
         return lane->d != NULL && (lane->x = BN_new()) != NULL
             && (lane->y = BN_new()) != NULL && (lane->z = BN_new()) != NULL;
     case SA_ALG_ECDH_DERIVE:
@@ -216,10 +159,11 @@ static int prepare_ec_lane(ec_record *record, ec_lane *lane, int size)
     case SA_ALG_ECDSA_SIGN:
         lane->d = lane_private_key(record->key);
         return lane->d != NULL
-            && (lane->drawn = nonce_and_message(record, lane->d, lane->message, size)) != NULL;
+            && (lane->drawn = sa_ec_nonce_and_message(group, lane->d, record->digest,
+                                                         record->digest_length, lane->message, size)) != NULL;
     case SA_ALG_ECDSA_SIGN_SETUP:
         lane->d = lane_private_key(record->key);
-        return lane->d != NULL && (lane->drawn = random_below_order(group)) != NULL
+        return lane->d != NULL && (lane->drawn = sa_ec_random_below_order(group)) != NULL
             && (lane->kinv = BN_secure_new()) != NULL && (lane->r = BN_new()) != NULL;
     default:
         return 0;
@@ -330,7 +274,7 @@ static int compute_ec_lanes(sa_record *records[], int count, int in_lanes[])
     sa_lane_mask computed = 0;
 
     memset(lanes, 0, sizeof(lanes));
-    for (lane = 0; lane < count && size <= EC_LANE_MAX_BYTES; lane++) {
+    for (lane = 0; lane < count && size <= SA_EC_LANE_MAX_BYTES; lane++) {
         ec_record *record = (ec_record *)records[lane];
         prepared[lane] = ec_lane_class(record->key) == curve
             && prepare_ec_lane(record, &lanes[lane], size);

@@ -13,7 +13,7 @@
  * X25519 derives queued together run in one 8-lane call (compute_ecx_lanes);
  * a lane that fails there, as a low-order peer does, is derived again by the
  * built-in method, which gives default OpenSSL's error; so is a peer the
- * 8-lane code gets wrong (u_dense_with_ones). X25519 keygen stays
+ * 8-lane code gets wrong (sa_x25519_peer_in_lanes). X25519 keygen stays
  * scalar: a legacy method must hand back a key that OpenSSL builds itself,
  * and every public way to build one computes the public key again.
  *
@@ -21,6 +21,7 @@
  * gets its own pair, kept in its ex_data.
  */
 #include "ecx_pkey_method.h"
+#include "lane_inputs.h"
 #include "multibuffer.h"
 #include "operation.h"
 
@@ -114,54 +115,25 @@ static void destroy_ecx(sa_record *base)
     OPENSSL_clear_free(base, sizeof(ecx_record));
 }
 
-#define X25519_BYTES 32
-
-/* Constant-time: 1 if all bytes are zero. */
-static int all_zero(const unsigned char *bytes, size_t length)
-{
-    unsigned int accumulated = 0;
-    size_t i;
-
-    for (i = 0; i < length; i++)
-        accumulated |= bytes[i];
-    return (int)(1u & ((accumulated - 1u) >> 8));
-}
-
-/*
- * The 8-lane X25519 gives a wrong secret for some peers whose u is nearly all
- * one bits (the fuzzer found two; in a sweep of 20,000 random dense peers
- * none with fewer than 240 one bits of 255 was wrong, up to 1% above 250).
- * An honest peer has about 128 (odds of 160 or more: 3 in 100,000), so a
- * peer with 160 or more goes to OpenSSL's code. u is public.
- */
-static int u_dense_with_ones(const unsigned char *u)
-{
-    int i, ones = 0;
-
-    for (i = 0; i < X25519_BYTES; i++)
-        ones += __builtin_popcount(i == X25519_BYTES - 1 ? u[i] & 0x7f : u[i]);
-    return ones >= 160;
-}
-
 /* Our raw copies of the lane's keys; 0 if the keys do not give them. */
 static int raw_x25519_keys(const ecx_record *record, unsigned char *private_key,
                            unsigned char *peer)
 {
-    size_t private_length = X25519_BYTES, peer_length = X25519_BYTES;
+    size_t private_length = SA_X25519_BYTES, peer_length = SA_X25519_BYTES;
 
     if (EVP_PKEY_get_raw_private_key(EVP_PKEY_CTX_get0_pkey(record->ctx), private_key,
                                      &private_length) != 1
         || EVP_PKEY_get_raw_public_key(EVP_PKEY_CTX_get0_peerkey(record->ctx), peer,
                                        &peer_length) != 1
-        || private_length != X25519_BYTES || peer_length != X25519_BYTES)
+        || private_length != SA_X25519_BYTES || peer_length != SA_X25519_BYTES)
         return 0;
-    return !u_dense_with_ones(peer);
+    return sa_x25519_peer_in_lanes(peer);
 }
 
 static int compute_ecx_lanes(sa_record *records[], int count, int in_lanes[])
 {
-    unsigned char private_keys[SA_MAX_LANES][X25519_BYTES], peers[SA_MAX_LANES][X25519_BYTES];
-    unsigned char shared[SA_MAX_LANES][X25519_BYTES];
+    unsigned char private_keys[SA_MAX_LANES][SA_X25519_BYTES], peers[SA_MAX_LANES][SA_X25519_BYTES];
+    unsigned char shared[SA_MAX_LANES][SA_X25519_BYTES];
     const unsigned char *private_key[SA_MAX_LANES] = { 0 }, *peer[SA_MAX_LANES] = { 0 };
     unsigned char *out[SA_MAX_LANES] = { 0 };
     int lane, used = 0, filled = 0;
@@ -183,10 +155,10 @@ static int compute_ecx_lanes(sa_record *records[], int count, int in_lanes[])
     for (lane = 0; lane < count; lane++) {
         ecx_record *record = (ecx_record *)records[lane];
         if (private_key[lane] == NULL || (computed & (1u << lane)) == 0
-            || all_zero(shared[lane], X25519_BYTES))
+            || sa_all_zero(shared[lane], SA_X25519_BYTES))
             continue;
-        memcpy(record->secret, shared[lane], X25519_BYTES);
-        record->secret_length = X25519_BYTES;
+        memcpy(record->secret, shared[lane], SA_X25519_BYTES);
+        record->secret_length = SA_X25519_BYTES;
         sa_record_store_lane(&record->base, 1, 0);
         in_lanes[lane] = 1;
         used++;

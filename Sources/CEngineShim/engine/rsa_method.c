@@ -16,6 +16,7 @@
  * OpenSSL's software method, which gives it default OpenSSL's error.
  */
 #include "rsa_method.h"
+#include "lane_inputs.h"
 #include "multibuffer.h"
 #include "operation.h"
 
@@ -70,12 +71,10 @@ static void destroy_rsa(sa_record *base)
 
 /* ---- Up to eight private operations in one 8-lane call ------------------ */
 
-#define RSA_LANE_MAX_BYTES 512      /* RSA-4096 */
-
 typedef struct rsa_lane_buffers {
-    unsigned char padded[RSA_LANE_MAX_BYTES];        /* what is raised to d */
-    unsigned char exponentiated[RSA_LANE_MAX_BYTES];
-    unsigned char check[RSA_LANE_MAX_BYTES];         /* exponentiated^e: must be padded */
+    unsigned char padded[SA_RSA_LANE_MAX_BYTES];        /* what is raised to d */
+    unsigned char exponentiated[SA_RSA_LANE_MAX_BYTES];
+    unsigned char check[SA_RSA_LANE_MAX_BYTES];         /* exponentiated^e: must be padded */
 } rsa_lane_buffers;
 
 static int is_sign(const rsa_record *record)
@@ -91,85 +90,6 @@ static int padding_in_lanes(sa_algorithm algorithm, int padding)
             || padding == RSA_NO_PADDING;
     return padding == RSA_PKCS1_PADDING || padding == RSA_PKCS1_OAEP_PADDING
         || padding == RSA_NO_PADDING;
-}
-
-/*
- * The 8-lane call takes odd primes of half the modulus size and CRT values
- * no larger. An even "prime" makes OpenSSL's software fail (no Montgomery
- * form, BN_R_NO_INVERSE) where the lanes would compute, and pass the public
- * check, for inputs like 0 (the fuzzer found it): such keys stay scalar.
- */
-static int crt_fits(const BIGNUM *const values[5], int half)
-{
-    int i;
-
-    for (i = 0; i < 5; i++)
-        if (values[i] == NULL || BN_is_negative(values[i])
-            || BN_num_bits(values[i]) > half
-            || (i < 2 && (BN_num_bits(values[i]) != half || !BN_is_odd(values[i]))))
-            return 0;
-    return 1;
-}
-
-/* Two-prime keys with CRT parameters and e = 65537, by modulus size. */
-static sa_lane_class rsa_lane_class(const RSA *rsa)
-{
-    const BIGNUM *crt[5], *e;
-    int bits = RSA_bits(rsa);
-
-    RSA_get0_factors(rsa, &crt[0], &crt[1]);
-    RSA_get0_crt_params(rsa, &crt[2], &crt[3], &crt[4]);
-    RSA_get0_key(rsa, NULL, &e, NULL);
-    if (e == NULL || !BN_is_word(e, RSA_F4) || !crt_fits(crt, bits / 2)
-        || RSA_get_multi_prime_extra_count(rsa) != 0
-        || RSA_test_flags(rsa, RSA_FLAG_EXT_PKEY))
-        return SA_LANES_NONE;
-    switch (bits) {
-    case 2048: return SA_LANES_RSA2048;
-    case 3072: return SA_LANES_RSA3072;
-    case 4096: return SA_LANES_RSA4096;
-    default: return SA_LANES_NONE;
-    }
-}
-
-static int below_modulus(const unsigned char *value, const RSA *rsa, int size)
-{
-    unsigned char modulus[RSA_LANE_MAX_BYTES];
-
-    return BN_bn2binpad(RSA_get0_n(rsa), modulus, size) == size
-        && memcmp(value, modulus, (size_t)size) < 0;
-}
-
-/*
- * The number this lane raises to d, formed as OpenSSL's software method
- * forms it. 0: the lane goes to the software method, which fails it with
- * default OpenSSL's error.
- */
-static int prepare_rsa_lane(const rsa_record *record, unsigned char *padded, int size)
-{
-    int ok;
-
-    if (is_sign(record)) {
-        switch (record->padding) {
-        case RSA_PKCS1_PADDING:
-            ok = RSA_padding_add_PKCS1_type_1(padded, size, record->input, record->input_length);
-            break;
-        case RSA_X931_PADDING:
-            ok = RSA_padding_add_X931(padded, size, record->input, record->input_length);
-            break;
-        default:
-            ok = RSA_padding_add_none(padded, size, record->input, record->input_length);
-            break;
-        }
-    } else {
-        ok = record->input_length <= size;
-        if (ok) {
-            size_t zeros = (size_t)(size - record->input_length);
-            memset(padded, 0, zeros);
-            memcpy(padded + zeros, record->input, (size_t)record->input_length);
-        }
-    }
-    return ok > 0 && below_modulus(padded, record->rsa, size);
 }
 
 /* X9.31 signs with the smaller of s and n - s, as the software method does. */
@@ -234,11 +154,13 @@ static int compute_rsa_lanes(sa_record *records[], int count, int in_lanes[])
     int lane, used = 0, filled = 0;
     sa_lane_mask computed;
 
-    if (size > RSA_LANE_MAX_BYTES)
+    if (size > SA_RSA_LANE_MAX_BYTES)
         return 0;
     for (lane = 0; lane < count; lane++) {
         rsa_record *record = (rsa_record *)records[lane];
-        if (RSA_size(record->rsa) != size || !prepare_rsa_lane(record, lanes[lane].padded, size)) {
+        if (RSA_size(record->rsa) != size
+            || !sa_rsa_lane_input(record->rsa, is_sign(record), record->padding, record->input,
+                                  record->input_length, lanes[lane].padded, size)) {
             ERR_clear_error();
             continue;
         }
@@ -290,7 +212,7 @@ static rsa_record *rsa_record_new(sa_algorithm algorithm, rsa_private_fn softwar
     record->output = record->input + flen;
     memcpy(record->input, from, (size_t)flen);
     if (padding_in_lanes(algorithm, padding))
-        sa_record_set_lane_class(&record->base, rsa_lane_class(rsa));
+        sa_record_set_lane_class(&record->base, sa_rsa_lane_class(rsa));
     return record;
 }
 

@@ -11,53 +11,42 @@
  * size query (no buffer) is answered inline, as are all other functions,
  * which stay the target's own entries in the dispatch table.
  */
-#include "operation.h"
 #include "provider_calls.h"
+#include "provider_lanes.h"
+#include "provider_record.h"
 
 #include <pthread.h>
 #include <string.h>
 #include <openssl/core_dispatch.h>
 #include <openssl/crypto.h>
 
-typedef enum call_shape {
-    CALL_IN_OUT,             /* (ctx, out, outlen, outsize, in, inlen): sign, digest_sign, decrypt */
-    CALL_FINAL,              /* (ctx, out, outlen, outsize): digest_sign_final, derive */
-    CALL_GEN,                /* (genctx, callback, arg) -> key data */
-} call_shape;
-
-typedef int (*in_out_fn)(void *ctx, unsigned char *out, size_t *outlen, size_t outsize,
-                         const unsigned char *in, size_t inlen);
-typedef int (*final_fn)(void *ctx, unsigned char *out, size_t *outlen, size_t outsize);
-typedef void *(*gen_fn)(void *genctx, OSSL_CALLBACK *callback, void *arg);
 typedef void *(*gen_init_fn)(void *provctx, int selection, const OSSL_PARAM params[]);
 typedef void (*gen_cleanup_fn)(void *genctx);
+typedef int (*key_init_fn)(void *ctx, void *provkey, const OSSL_PARAM params[]);
+typedef int (*digest_init_fn)(void *ctx, const char *mdname, void *provkey, const OSSL_PARAM params[]);
+typedef int (*set_peer_fn)(void *ctx, void *provkey);
+typedef void (*free_ctx_fn)(void *ctx);
+typedef void *(*dup_ctx_fn)(void *ctx);
 
-/* One target algorithm whose private-key steps we forward, and its originals. */
+/* Function ids of OpenSSL 3.4 and later, stable in the ABI: named here so any headers build. */
+#define SIGNATURE_SIGN_MESSAGE_INIT 27
+#define SIGNATURE_VERIFY_MESSAGE_INIT 30
+/* The highest function id we know, per operation: a table with others gets no lanes. */
+#define SIGNATURE_HIGHEST_KNOWN 32
+#define KEYEXCH_HIGHEST_KNOWN 11
+#define FUNCTION_IDS 64
+
+/*
+ * One target algorithm whose private-key steps we forward: the target's
+ * original functions, by function id, for those we put trampolines in place of.
+ */
 typedef struct call_slot {
     sa_algorithm algorithm;
-    in_out_fn sign, digest_sign, decrypt;
-    final_fn digest_sign_final, derive;
-    gen_fn gen;
-    gen_init_fn gen_init;
-    gen_cleanup_fn gen_cleanup;
+    int lanes;                /* its key steps may use the 8-lane math */
+    void (*original[FUNCTION_IDS])(void);
 } call_slot;
 
-typedef struct call_record {
-    sa_record base;
-    call_shape shape;
-    in_out_fn in_out;
-    final_fn final;
-    gen_fn gen;
-    void *ctx;                    /* the target's operation context; the paused caller keeps it */
-    OSSL_CALLBACK *callback;
-    void *callback_arg;
-    unsigned char *input;         /* our copy */
-    size_t input_length;
-    unsigned char *output;        /* the caller's size; copied out on resume */
-    size_t output_capacity;
-    size_t output_length;
-    void *generated;
-} call_record;
+#define ORIGINAL(slot, type, id) ((type)(slot)->original[id])
 
 static int compute_call(sa_record *base)
 {
@@ -91,7 +80,9 @@ static void destroy_call(sa_record *base)
     OPENSSL_clear_free(record, sizeof(*record));
 }
 
-static const sa_record_kind call_kind = { compute_call, release_call_inputs, destroy_call, NULL };
+static const sa_record_kind call_kind = {
+    compute_call, release_call_inputs, destroy_call, sa_provider_compute_lanes
+};
 
 static call_record *call_record_new(sa_algorithm algorithm, call_shape shape, void *ctx,
                                     const unsigned char *in, size_t inlen, size_t outsize)
@@ -127,9 +118,16 @@ static int finish(call_record *record, unsigned char *out, size_t *outlen)
     return ok;
 }
 
-static int forward_in_out(const call_slot *slot, in_out_fn original, void *ctx, unsigned char *out,
+/* The context's get_ctx_params, where this slot's key steps may use lanes. */
+static get_params_fn lanes_params(const call_slot *slot, int id)
+{
+    return slot->lanes ? ORIGINAL(slot, get_params_fn, id) : NULL;
+}
+
+static int forward_in_out(const call_slot *slot, int id, void *ctx, unsigned char *out,
                           size_t *outlen, size_t outsize, const unsigned char *in, size_t inlen)
 {
+    in_out_fn original = ORIGINAL(slot, in_out_fn, id);
     call_record *record;
     int ok;
 
@@ -141,12 +139,15 @@ static int forward_in_out(const call_slot *slot, in_out_fn original, void *ctx, 
         return ok;
     }
     record->in_out = original;
+    if (id == OSSL_FUNC_SIGNATURE_SIGN)
+        sa_lanes_attach(record, lanes_params(slot, OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS));
     return finish(record, out, outlen);
 }
 
-static int forward_final(const call_slot *slot, final_fn original, void *ctx, unsigned char *out,
+static int forward_final(const call_slot *slot, int id, void *ctx, unsigned char *out,
                          size_t *outlen, size_t outsize)
 {
+    final_fn original = ORIGINAL(slot, final_fn, id);
     call_record *record;
     int ok;
 
@@ -158,7 +159,59 @@ static int forward_final(const call_slot *slot, final_fn original, void *ctx, un
         return ok;
     }
     record->final = original;
+    if (id == OSSL_FUNC_KEYEXCH_DERIVE)
+        sa_lanes_attach(record, lanes_params(slot, OSSL_FUNC_KEYEXCH_GET_CTX_PARAMS));
     return finish(record, out, outlen);
+}
+
+/* ---- Which key each context holds, for the lanes ------------------------ */
+
+static int forward_key_init(const call_slot *slot, int id, void *ctx, void *provkey,
+                            const OSSL_PARAM params[])
+{
+    int ok = ORIGINAL(slot, key_init_fn, id)(ctx, provkey, params);
+
+    if (!slot->lanes)
+        return ok;
+    if (ok > 0 && provkey != NULL
+        && (id == OSSL_FUNC_SIGNATURE_SIGN_INIT || id == OSSL_FUNC_KEYEXCH_INIT))
+        sa_lanes_note_key(ctx, provkey);
+    else
+        sa_lanes_forget(ctx);      /* set for something else now: verify, a message, ... */
+    return ok;
+}
+
+static int forward_digest_init(const call_slot *slot, int id, void *ctx, const char *mdname,
+                               void *provkey, const OSSL_PARAM params[])
+{
+    if (slot->lanes)
+        sa_lanes_forget(ctx);
+    return ORIGINAL(slot, digest_init_fn, id)(ctx, mdname, provkey, params);
+}
+
+static int forward_set_peer(const call_slot *slot, void *ctx, void *provkey)
+{
+    int ok = ORIGINAL(slot, set_peer_fn, OSSL_FUNC_KEYEXCH_SET_PEER)(ctx, provkey);
+
+    if (ok > 0 && slot->lanes)
+        sa_lanes_note_peer(ctx, provkey);
+    return ok;
+}
+
+static void forward_free_ctx(const call_slot *slot, int id, void *ctx)
+{
+    if (slot->lanes)
+        sa_lanes_forget(ctx);
+    ORIGINAL(slot, free_ctx_fn, id)(ctx);
+}
+
+static void *forward_dup_ctx(const call_slot *slot, int id, void *ctx)
+{
+    void *copy = ORIGINAL(slot, dup_ctx_fn, id)(ctx);
+
+    if (copy != NULL && slot->lanes)
+        sa_lanes_copy(ctx, copy);
+    return copy;
 }
 
 /*
@@ -198,7 +251,7 @@ static int makes_parameters_only(void *genctx)
 static void *forward_gen_init(const call_slot *slot, void *provctx, int selection,
                               const OSSL_PARAM params[])
 {
-    void *genctx = slot->gen_init(provctx, selection, params);
+    void *genctx = ORIGINAL(slot, gen_init_fn, OSSL_FUNC_KEYMGMT_GEN_INIT)(provctx, selection, params);
 
     if (genctx != NULL && (selection & OSSL_KEYMGMT_SELECT_KEYPAIR) == 0)
         note_parameter_context(genctx, 1);
@@ -209,22 +262,23 @@ static void forward_gen_cleanup(const call_slot *slot, void *genctx)
 {
     if (genctx != NULL)
         note_parameter_context(genctx, 0);
-    slot->gen_cleanup(genctx);
+    ORIGINAL(slot, gen_cleanup_fn, OSSL_FUNC_KEYMGMT_GEN_CLEANUP)(genctx);
 }
 
 static void *forward_gen(const call_slot *slot, void *genctx, OSSL_CALLBACK *callback, void *arg)
 {
+    gen_fn original = ORIGINAL(slot, gen_fn, OSSL_FUNC_KEYMGMT_GEN);
     call_record *record;
     void *generated;
 
     if (makes_parameters_only(genctx))
-        return slot->gen(genctx, callback, arg);
+        return original(genctx, callback, arg);
     if ((record = call_record_new(slot->algorithm, CALL_GEN, genctx, NULL, 0, 0)) == NULL) {
-        generated = slot->gen(genctx, callback, arg);
+        generated = original(genctx, callback, arg);
         sa_stats_note_inline(slot->algorithm, generated != NULL);
         return generated;
     }
-    record->gen = slot->gen;
+    record->gen = original;
     record->callback = callback;
     record->callback_arg = arg;
     generated = sa_record_run(&record->base) ? record->generated : NULL;
@@ -239,101 +293,136 @@ static void *forward_gen(const call_slot *slot, void *genctx, OSSL_CALLBACK *cal
 static call_slot slots[SLOTS];
 static int slots_used;
 
-#define TRAMPOLINES(i)                                                                  \
-    static int sign_##i(void *c, unsigned char *o, size_t *ol, size_t os,               \
-                        const unsigned char *in, size_t il)                             \
-    { return forward_in_out(&slots[i], slots[i].sign, c, o, ol, os, in, il); }          \
-    static int digest_sign_##i(void *c, unsigned char *o, size_t *ol, size_t os,        \
-                               const unsigned char *in, size_t il)                      \
-    { return forward_in_out(&slots[i], slots[i].digest_sign, c, o, ol, os, in, il); }   \
-    static int decrypt_##i(void *c, unsigned char *o, size_t *ol, size_t os,            \
-                           const unsigned char *in, size_t il)                          \
-    { return forward_in_out(&slots[i], slots[i].decrypt, c, o, ol, os, in, il); }       \
-    static int digest_sign_final_##i(void *c, unsigned char *o, size_t *ol, size_t os)  \
-    { return forward_final(&slots[i], slots[i].digest_sign_final, c, o, ol, os); }      \
-    static int derive_##i(void *c, unsigned char *o, size_t *ol, size_t os)             \
-    { return forward_final(&slots[i], slots[i].derive, c, o, ol, os); }                 \
-    static void *gen_##i(void *g, OSSL_CALLBACK *cb, void *arg)                         \
-    { return forward_gen(&slots[i], g, cb, arg); }                                      \
-    static void *gen_init_##i(void *p, int selection, const OSSL_PARAM params[])        \
-    { return forward_gen_init(&slots[i], p, selection, params); }                       \
-    static void gen_cleanup_##i(void *g)                                                \
-    { forward_gen_cleanup(&slots[i], g); }
+#define SIG OSSL_FUNC_SIGNATURE_
+#define TRAMPOLINES(i)                                                                      \
+    static int sign_##i(void *c, unsigned char *o, size_t *ol, size_t os,                   \
+                        const unsigned char *in, size_t il)                                 \
+    { return forward_in_out(&slots[i], OSSL_FUNC_SIGNATURE_SIGN, c, o, ol, os, in, il); }   \
+    static int digest_sign_##i(void *c, unsigned char *o, size_t *ol, size_t os,            \
+                               const unsigned char *in, size_t il)                          \
+    { return forward_in_out(&slots[i], OSSL_FUNC_SIGNATURE_DIGEST_SIGN, c, o, ol, os, in, il); } \
+    static int decrypt_##i(void *c, unsigned char *o, size_t *ol, size_t os,                \
+                           const unsigned char *in, size_t il)                              \
+    { return forward_in_out(&slots[i], OSSL_FUNC_ASYM_CIPHER_DECRYPT, c, o, ol, os, in, il); } \
+    static int digest_sign_final_##i(void *c, unsigned char *o, size_t *ol, size_t os)      \
+    { return forward_final(&slots[i], OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, c, o, ol, os); } \
+    static int derive_##i(void *c, unsigned char *o, size_t *ol, size_t os)                 \
+    { return forward_final(&slots[i], OSSL_FUNC_KEYEXCH_DERIVE, c, o, ol, os); }            \
+    static void *gen_##i(void *g, OSSL_CALLBACK *cb, void *arg)                             \
+    { return forward_gen(&slots[i], g, cb, arg); }                                          \
+    static void *gen_init_##i(void *p, int selection, const OSSL_PARAM params[])            \
+    { return forward_gen_init(&slots[i], p, selection, params); }                           \
+    static void gen_cleanup_##i(void *g)                                                    \
+    { forward_gen_cleanup(&slots[i], g); }                                                  \
+    KEY_INIT(i, sign_init, OSSL_FUNC_SIGNATURE_SIGN_INIT)                                   \
+    KEY_INIT(i, verify_init, OSSL_FUNC_SIGNATURE_VERIFY_INIT)                               \
+    KEY_INIT(i, verify_recover_init, OSSL_FUNC_SIGNATURE_VERIFY_RECOVER_INIT)               \
+    KEY_INIT(i, sign_message_init, SIGNATURE_SIGN_MESSAGE_INIT)                             \
+    KEY_INIT(i, verify_message_init, SIGNATURE_VERIFY_MESSAGE_INIT)                         \
+    KEY_INIT(i, derive_init, OSSL_FUNC_KEYEXCH_INIT)                                        \
+    static int digest_sign_init_##i(void *c, const char *md, void *k, const OSSL_PARAM p[]) \
+    { return forward_digest_init(&slots[i], OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, c, md, k, p); } \
+    static int digest_verify_init_##i(void *c, const char *md, void *k, const OSSL_PARAM p[]) \
+    { return forward_digest_init(&slots[i], OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, c, md, k, p); } \
+    static int set_peer_##i(void *c, void *k) { return forward_set_peer(&slots[i], c, k); } \
+    static void signature_free_##i(void *c)                                                 \
+    { forward_free_ctx(&slots[i], OSSL_FUNC_SIGNATURE_FREECTX, c); }                        \
+    static void *signature_dup_##i(void *c)                                                 \
+    { return forward_dup_ctx(&slots[i], OSSL_FUNC_SIGNATURE_DUPCTX, c); }                   \
+    static void keyexch_free_##i(void *c)                                                   \
+    { forward_free_ctx(&slots[i], OSSL_FUNC_KEYEXCH_FREECTX, c); }                          \
+    static void *keyexch_dup_##i(void *c)                                                   \
+    { return forward_dup_ctx(&slots[i], OSSL_FUNC_KEYEXCH_DUPCTX, c); }
+#define KEY_INIT(i, name, id)                                                               \
+    static int name##_##i(void *c, void *k, const OSSL_PARAM p[])                           \
+    { return forward_key_init(&slots[i], id, c, k, p); }
 TRAMPOLINES(0) TRAMPOLINES(1) TRAMPOLINES(2) TRAMPOLINES(3) TRAMPOLINES(4) TRAMPOLINES(5)
 TRAMPOLINES(6) TRAMPOLINES(7) TRAMPOLINES(8) TRAMPOLINES(9) TRAMPOLINES(10) TRAMPOLINES(11)
 
-#define ALL(name) { name##0, name##1, name##2, name##3, name##4, name##5, \
-                    name##6, name##7, name##8, name##9, name##10, name##11 }
-static const in_out_fn sign_trampolines[SLOTS] = ALL(sign_);
-static const in_out_fn digest_sign_trampolines[SLOTS] = ALL(digest_sign_);
-static const in_out_fn decrypt_trampolines[SLOTS] = ALL(decrypt_);
-static const final_fn digest_sign_final_trampolines[SLOTS] = ALL(digest_sign_final_);
-static const final_fn derive_trampolines[SLOTS] = ALL(derive_);
-static const gen_fn gen_trampolines[SLOTS] = ALL(gen_);
-static const gen_init_fn gen_init_trampolines[SLOTS] = ALL(gen_init_);
-static const gen_cleanup_fn gen_cleanup_trampolines[SLOTS] = ALL(gen_cleanup_);
+typedef void (*any_fn)(void);
+#define ALL(name) { (any_fn)name##0, (any_fn)name##1, (any_fn)name##2, (any_fn)name##3,   \
+                    (any_fn)name##4, (any_fn)name##5, (any_fn)name##6, (any_fn)name##7,   \
+                    (any_fn)name##8, (any_fn)name##9, (any_fn)name##10, (any_fn)name##11 }
+
+/* Which of the target's functions we stand in for, per operation and function id. */
+static const struct take_over {
+    int operation;
+    int id;
+    any_fn trampolines[SLOTS];
+} take_overs[] = {
+    { OSSL_OP_SIGNATURE, OSSL_FUNC_SIGNATURE_SIGN, ALL(sign_) },
+    { OSSL_OP_SIGNATURE, OSSL_FUNC_SIGNATURE_DIGEST_SIGN, ALL(digest_sign_) },
+    { OSSL_OP_SIGNATURE, OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, ALL(digest_sign_final_) },
+    { OSSL_OP_SIGNATURE, OSSL_FUNC_SIGNATURE_SIGN_INIT, ALL(sign_init_) },
+    { OSSL_OP_SIGNATURE, OSSL_FUNC_SIGNATURE_VERIFY_INIT, ALL(verify_init_) },
+    { OSSL_OP_SIGNATURE, OSSL_FUNC_SIGNATURE_VERIFY_RECOVER_INIT, ALL(verify_recover_init_) },
+    { OSSL_OP_SIGNATURE, SIGNATURE_SIGN_MESSAGE_INIT, ALL(sign_message_init_) },
+    { OSSL_OP_SIGNATURE, SIGNATURE_VERIFY_MESSAGE_INIT, ALL(verify_message_init_) },
+    { OSSL_OP_SIGNATURE, OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, ALL(digest_sign_init_) },
+    { OSSL_OP_SIGNATURE, OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, ALL(digest_verify_init_) },
+    { OSSL_OP_SIGNATURE, OSSL_FUNC_SIGNATURE_FREECTX, ALL(signature_free_) },
+    { OSSL_OP_SIGNATURE, OSSL_FUNC_SIGNATURE_DUPCTX, ALL(signature_dup_) },
+    { OSSL_OP_KEYEXCH, OSSL_FUNC_KEYEXCH_DERIVE, ALL(derive_) },
+    { OSSL_OP_KEYEXCH, OSSL_FUNC_KEYEXCH_INIT, ALL(derive_init_) },
+    { OSSL_OP_KEYEXCH, OSSL_FUNC_KEYEXCH_SET_PEER, ALL(set_peer_) },
+    { OSSL_OP_KEYEXCH, OSSL_FUNC_KEYEXCH_FREECTX, ALL(keyexch_free_) },
+    { OSSL_OP_KEYEXCH, OSSL_FUNC_KEYEXCH_DUPCTX, ALL(keyexch_dup_) },
+    { OSSL_OP_ASYM_CIPHER, OSSL_FUNC_ASYM_CIPHER_DECRYPT, ALL(decrypt_) },
+    { OSSL_OP_KEYMGMT, OSSL_FUNC_KEYMGMT_GEN, ALL(gen_) },
+    { OSSL_OP_KEYMGMT, OSSL_FUNC_KEYMGMT_GEN_INIT, ALL(gen_init_) },
+    { OSSL_OP_KEYMGMT, OSSL_FUNC_KEYMGMT_GEN_CLEANUP, ALL(gen_cleanup_) },
+};
 
 /* ---- Which of the target's algorithms we forward ----------------------- */
-
-static int first_name_is(const char *names, const char *name)
-{
-    size_t length = strlen(name);
-    return strncmp(names, name, length) == 0 && (names[length] == '\0' || names[length] == ':');
-}
 
 /* The counter an algorithm's private-key step is counted under; -1: not forwarded. */
 static int forwarded_algorithm(int operation, const char *names)
 {
     switch (operation) {
     case OSSL_OP_SIGNATURE:
-        return first_name_is(names, "RSA") ? SA_ALG_RSA_PRIVATE_ENCRYPT
-            : first_name_is(names, "ECDSA") ? SA_ALG_ECDSA_SIGN : -1;
+        return sa_first_name_is(names, "RSA") ? SA_ALG_RSA_PRIVATE_ENCRYPT
+            : sa_first_name_is(names, "ECDSA") ? SA_ALG_ECDSA_SIGN : -1;
     case OSSL_OP_ASYM_CIPHER:
-        return first_name_is(names, "RSA") ? SA_ALG_RSA_PRIVATE_DECRYPT : -1;
+        return sa_first_name_is(names, "RSA") ? SA_ALG_RSA_PRIVATE_DECRYPT : -1;
     case OSSL_OP_KEYEXCH:
-        return first_name_is(names, "ECDH") ? SA_ALG_ECDH_DERIVE
-            : first_name_is(names, "X25519") ? SA_ALG_X25519_DERIVE
-            : first_name_is(names, "X448") ? SA_ALG_X448_DERIVE : -1;
+        return sa_first_name_is(names, "ECDH") ? SA_ALG_ECDH_DERIVE
+            : sa_first_name_is(names, "X25519") ? SA_ALG_X25519_DERIVE
+            : sa_first_name_is(names, "X448") ? SA_ALG_X448_DERIVE : -1;
     case OSSL_OP_KEYMGMT:
-        return first_name_is(names, "EC") ? SA_ALG_EC_KEYGEN
-            : first_name_is(names, "X25519") ? SA_ALG_X25519_KEYGEN
-            : first_name_is(names, "X448") ? SA_ALG_X448_KEYGEN : -1;
+        return sa_first_name_is(names, "EC") ? SA_ALG_EC_KEYGEN
+            : sa_first_name_is(names, "X25519") ? SA_ALG_X25519_KEYGEN
+            : sa_first_name_is(names, "X448") ? SA_ALG_X448_KEYGEN : -1;
     default:
         return -1;
     }
 }
 
-/* Puts the slot's trampoline where the target's private-key step was, keeping the original. */
+/*
+ * Lanes read the context's key, noted at init: only where we see every init
+ * of the table (no function id newer than we know).
+ */
+static int lanes_possible(int operation, const OSSL_DISPATCH *theirs)
+{
+    int highest = operation == OSSL_OP_SIGNATURE ? SIGNATURE_HIGHEST_KNOWN
+        : operation == OSSL_OP_KEYEXCH ? KEYEXCH_HIGHEST_KNOWN : 0;
+
+    for (; theirs->function_id != 0; theirs++)
+        if (theirs->function_id > highest)
+            return 0;
+    return 1;
+}
+
+/* Puts the slot's trampoline where the target's function was, keeping the original. */
 static void take_over(int operation, OSSL_DISPATCH *function, int slot)
 {
-    call_slot *s = &slots[slot];
-    int id = function->function_id;
+    size_t i;
 
-    if (operation == OSSL_OP_SIGNATURE && id == OSSL_FUNC_SIGNATURE_SIGN) {
-        s->sign = (in_out_fn)function->function;
-        function->function = (void (*)(void))sign_trampolines[slot];
-    } else if (operation == OSSL_OP_SIGNATURE && id == OSSL_FUNC_SIGNATURE_DIGEST_SIGN) {
-        s->digest_sign = (in_out_fn)function->function;
-        function->function = (void (*)(void))digest_sign_trampolines[slot];
-    } else if (operation == OSSL_OP_SIGNATURE && id == OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL) {
-        s->digest_sign_final = (final_fn)function->function;
-        function->function = (void (*)(void))digest_sign_final_trampolines[slot];
-    } else if (operation == OSSL_OP_KEYEXCH && id == OSSL_FUNC_KEYEXCH_DERIVE) {
-        s->derive = (final_fn)function->function;
-        function->function = (void (*)(void))derive_trampolines[slot];
-    } else if (operation == OSSL_OP_ASYM_CIPHER && id == OSSL_FUNC_ASYM_CIPHER_DECRYPT) {
-        s->decrypt = (in_out_fn)function->function;
-        function->function = (void (*)(void))decrypt_trampolines[slot];
-    } else if (operation == OSSL_OP_KEYMGMT && id == OSSL_FUNC_KEYMGMT_GEN) {
-        s->gen = (gen_fn)function->function;
-        function->function = (void (*)(void))gen_trampolines[slot];
-    } else if (operation == OSSL_OP_KEYMGMT && id == OSSL_FUNC_KEYMGMT_GEN_INIT) {
-        s->gen_init = (gen_init_fn)function->function;
-        function->function = (void (*)(void))gen_init_trampolines[slot];
-    } else if (operation == OSSL_OP_KEYMGMT && id == OSSL_FUNC_KEYMGMT_GEN_CLEANUP) {
-        s->gen_cleanup = (gen_cleanup_fn)function->function;
-        function->function = (void (*)(void))gen_cleanup_trampolines[slot];
-    }
+    if (function->function_id <= 0 || function->function_id >= FUNCTION_IDS)
+        return;
+    slots[slot].original[function->function_id] = function->function;
+    for (i = 0; i < sizeof(take_overs) / sizeof(take_overs[0]); i++)
+        if (take_overs[i].operation == operation && take_overs[i].id == function->function_id)
+            function->function = take_overs[i].trampolines[slot];
 }
 
 /* Called once per algorithm, under provider.c's lock. */
@@ -345,6 +434,8 @@ const OSSL_DISPATCH *sa_provider_dispatch(int operation, const char *names,
     OSSL_DISPATCH *ours;
     int slot;
 
+    if (operation == OSSL_OP_KEYMGMT)
+        sa_lanes_note_key_manager(names, theirs);
     if (algorithm < 0 || slots_used == SLOTS)
         return theirs;
     while (theirs[count].function_id != 0)
@@ -354,6 +445,8 @@ const OSSL_DISPATCH *sa_provider_dispatch(int operation, const char *names,
     memcpy(ours, theirs, (count + 1) * sizeof(*ours));
     slot = slots_used++;
     slots[slot].algorithm = (sa_algorithm)algorithm;
+    slots[slot].lanes = (operation == OSSL_OP_SIGNATURE || operation == OSSL_OP_KEYEXCH)
+        && lanes_possible(operation, theirs);
     for (i = 0; i < count; i++)
         take_over(operation, &ours[i], slot);
     return ours;

@@ -1,0 +1,38 @@
+/*
+ * The provider's way into the 8-lane math. The target's operation contexts
+ * are opaque, so we remember which key each was initialised with (noted at
+ * sign/derive init and set_peer, forgotten at free and at any other init),
+ * and read a key's numbers with the target's own key-manager export, on the
+ * worker, just before the lanes run. Anything unusual leaves the record to
+ * the target's function, which then gives the target's result and errors.
+ */
+#ifndef SWIFTASYNC_PROVIDER_LANES_H
+#define SWIFTASYNC_PROVIDER_LANES_H
+
+#include "provider_record.h"
+
+typedef int (*get_params_fn)(void *object, OSSL_PARAM params[]);
+
+/* Is `name` the first of the target's names (separated by ':')? */
+int sa_first_name_is(const char *names, const char *name);
+
+/* The target's key managers whose keys the lanes read (RSA, EC, X25519). */
+void sa_lanes_note_key_manager(const char *names, const OSSL_DISPATCH *functions);
+
+/* The key (or peer) an operation context was initialised with. */
+void sa_lanes_note_key(void *ctx, void *keydata);
+void sa_lanes_note_peer(void *ctx, void *peer);
+void sa_lanes_forget(void *ctx);
+void sa_lanes_copy(void *from, void *to);
+
+/*
+ * Gives the record a lane class, and what its lanes need, where its key,
+ * the context's settings (read with the target's get_ctx_params) and the
+ * sizes qualify; else leaves it to be computed one at a time.
+ */
+void sa_lanes_attach(call_record *record, get_params_fn get_ctx_params);
+
+/* The record kind's 8-lane step: see sa_record_kind.compute_lanes. */
+int sa_provider_compute_lanes(sa_record *records[], int count, int in_lanes[]);
+
+#endif
