@@ -2,7 +2,9 @@
 # Side by side, in one run: `openssl speed` without the engine (one core and
 # -multi <cores>) and with swiftasync (no async jobs, -async_jobs 1, 8 and 64,
 # and -async_jobs 64 with the 8-lane path switched off), then the provider
-# at -async_jobs 64 (openssl-provider.cnf). Wall-clock rates
+# at -async_jobs 64 (openssl-provider.cnf); then, on each newer OpenSSL built
+# by `make versions` (BENCH_OPENSSL_SERIES, default 4.0), that version's own
+# speed (one core, -multi) against the provider built for it. Wall-clock rates
 # (-elapsed): without it speed divides by the process's CPU time, which
 # counts the engine's worker threads too. The engine's own counters give the
 # operations offloaded and how many ran in 8-lane calls, with the average fill.
@@ -69,12 +71,13 @@ for algorithm in $algorithms; do
     row "engine, -async_jobs 64" "$jobs64" "$jobs64_offloaded" "$jobs64_lanes" "$jobs64_fill"
     read -r scalar64 scalar64_offloaded _ _ <<< "$(SWIFTASYNC_MULTIBUFFER=0 engine_rate -async_jobs 64)"
     row "engine, -async_jobs 64, MULTIBUFFER=0" "$scalar64" "$scalar64_offloaded" 0 -
-    read -r provider64 provider64_offloaded _ _ <<< "$(provider_rate -async_jobs 64)"
-    row "provider, -async_jobs 64" "$provider64" "$provider64_offloaded" 0 -
+    read -r provider64 provider64_offloaded provider64_lanes provider64_fill <<< "$(provider_rate -async_jobs 64)"
+    row "provider, -async_jobs 64" "$provider64" "$provider64_offloaded" "$provider64_lanes" "$provider64_fill"
     r64=$(ratio "$jobs64" "$multi")
     echo "ratio engine -async_jobs 64 / software -multi $cores: $r64 (target >= $target64: $(verdict "$r64" "$target64"))"
     echo "ratio engine -async_jobs 64, MULTIBUFFER=0 / software -multi $cores: $(ratio "$scalar64" "$multi")"
-    echo "ratio provider -async_jobs 64 / engine -async_jobs 64: $(ratio "$provider64" "$jobs64") (provider without lanes yet); / engine MULTIBUFFER=0: $(ratio "$provider64" "$scalar64")"
+    rp=$(ratio "$provider64" "$jobs64")
+    echo "ratio provider -async_jobs 64 / engine -async_jobs 64: $rp (target >= 0.95: $(verdict "$rp" 0.95))"
     if [ "$algorithm" = rsa2048 ]; then
         r1=$(ratio "$jobs1" "$software")
         echo "ratio engine -async_jobs 1 / software 1 core: $r1 (target >= 0.9: $(verdict "$r1" 0.9))"
@@ -84,3 +87,28 @@ for algorithm in $algorithms; do
     fi
     echo "ratio engine no async jobs / software 1 core: $(ratio "$inline" "$software")"
 done
+
+# Newer OpenSSL: that version's own speed against the provider built for it.
+for series in ${BENCH_OPENSSL_SERIES-4.0}; do
+    folder=$(dirname "$0")/../.build-openssl-$series
+    module=$(dirname "$0")/../build/openssl-$series/swiftasync.so
+    if [ ! -x "$folder/run" ] || [ ! -f "$module" ]; then
+        echo; echo "OpenSSL $series: not built (make versions OPENSSL_SERIES=$series)"; continue
+    fi
+    OPENSSL="$folder/run openssl"
+    sed "s|./build/swiftasync.so|$(cd "$(dirname "$module")" && pwd)/swiftasync.so|" \
+        "$(dirname "$0")/../openssl-provider.cnf" > "$provider_cnf"
+    echo; echo "$($OPENSSL version), the provider built for it"
+    for algorithm in $algorithms; do
+        software=$(OPENSSL_CONF=/dev/null rate)
+        multi=$(OPENSSL_CONF=/dev/null rate -multi "$cores")
+        read -r provider64 provider64_offloaded provider64_lanes provider64_fill <<< "$(provider_rate -async_jobs 64)"
+        echo
+        row "$algorithm ($series)" "ops/s" "offloaded" "in lanes" "fill"
+        row "software, 1 core" "$software" - - -
+        row "software, -multi $cores" "$multi" - - -
+        row "provider, -async_jobs 64" "$provider64" "$provider64_offloaded" "$provider64_lanes" "$provider64_fill"
+        echo "ratio provider -async_jobs 64 / software -multi $cores ($series): $(ratio "$provider64" "$multi")"
+    done
+done
+unset OPENSSL

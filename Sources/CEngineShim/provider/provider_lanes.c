@@ -22,6 +22,7 @@
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/params.h>
 #include <openssl/rsa.h>
@@ -398,12 +399,15 @@ static const digest_info digest_infos[] = {
 /* The digest a context names ("" for none); NULL: one the lanes do not know. */
 static const digest_info *named_digest(const char *name, const digest_info *none)
 {
+    const EVP_MD *md;
     size_t i;
     int nid;
 
     if (name[0] == '\0')
         return none;
-    nid = OBJ_txt2nid(name);
+    /* By any of its names ("SHA256", "SHA2-256", "sha256"): OpenSSL's name map knows them all. */
+    md = EVP_get_digestbyname(name);
+    nid = md != NULL ? EVP_MD_get_type(md) : NID_undef;
     for (i = 0; i < sizeof(digest_infos) / sizeof(digest_infos[0]); i++)
         if (digest_infos[i].nid == nid)
             return &digest_infos[i];
