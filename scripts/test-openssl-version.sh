@@ -202,14 +202,16 @@ plain req -x509 -new -key rsa2048.pem -subj /CN=localhost -days 2 -out rsa-cert.
 plain req -x509 -new -key ecP-256.pem -subj /CN=localhost -days 2 -out ec-cert.pem 2>/dev/null
 handshakes=3
 port=$((20000 + RANDOM % 20000))
-# handshakes_offloaded NAME KEY CERT "server options" "client options" ALGORITHM=COUNT...
+# handshakes_offloaded NAME KEY CERT "server options" "client options" ALGORITHM=COUNT[:lanes]...
+# The server runs lanes for any fill: ":lanes" steps must all have gone through them.
 handshakes_offloaded() {
     local name=$1 key=$2 cert=$3 server_options=$4 client_options=$5; shift 5
     expectations=("$@")
     port=$((port + 1))
     check "s_server -async, $name: every handshake offloaded" '
         rm -f stats
-        OPENSSL_CONF=$work/provider.cnf SWIFTASYNC_STATS_FILE=$work/stats "$run" openssl s_server -async \
+        OPENSSL_CONF=$work/provider.cnf SWIFTASYNC_STATS_FILE=$work/stats SWIFTASYNC_MULTIBUFFER_MIN_FILL=1 \
+            "$run" openssl s_server -async \
             -accept 127.0.0.1:$port -key $key -cert $cert -naccept $handshakes -quiet $server_options < /dev/null > server.log 2>&1 &
         server_pid=$!
         for _ in $(seq 200); do [ -n "$(ss -Hltn "sport = :$port")" ] && break; sleep 0.05; done
@@ -221,21 +223,24 @@ handshakes_offloaded() {
         wait $server_pid || { cat server.log; exit 1; }
         cat stats
         for expected in "${expectations[@]}"; do
-            algorithm=${expected%=*}
-            [ "$(counter $algorithm offloaded)" = "${expected#*=}" ] && [ "$(counter $algorithm inline)" = 0 ] \
+            algorithm=${expected%=*}; count=${expected#*=}; count=${count%:lanes}
+            [ "$(counter $algorithm offloaded)" = "$count" ] && [ "$(counter $algorithm inline)" = 0 ] \
                 || { echo "expected $expected offloaded, none inline"; exit 1; }
+            if [ "${expected%:lanes}" != "$expected" ] && grep -q "multibuffer=in_use" stats; then
+                [ "$(counter $algorithm lanes)" = "$count" ] || { echo "expected $expected in lanes"; exit 1; }
+            fi
         done'
 }
 handshakes_offloaded "TLS 1.3, RSA certificate, X25519" rsa2048.pem rsa-cert.pem "-groups X25519" "-tls1_3" \
-    rsa_private_encrypt=$handshakes x25519_keygen=$handshakes x25519_derive=$handshakes
+    rsa_private_encrypt=$handshakes:lanes x25519_keygen=$handshakes x25519_derive=$handshakes:lanes
 handshakes_offloaded "TLS 1.3, ECDSA certificate, P-256" ecP-256.pem ec-cert.pem "-groups P-256" "-tls1_3" \
-    ecdsa_sign=$handshakes ec_keygen=$handshakes ecdh_derive=$handshakes
+    ecdsa_sign=$handshakes:lanes ec_keygen=$handshakes ecdh_derive=$handshakes:lanes
 handshakes_offloaded "TLS 1.2, RSA certificate, ECDHE P-256" rsa2048.pem rsa-cert.pem "-groups P-256" \
     "-tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256" \
-    rsa_private_encrypt=$handshakes ec_keygen=$handshakes ecdh_derive=$handshakes
+    rsa_private_encrypt=$handshakes:lanes ec_keygen=$handshakes ecdh_derive=$handshakes:lanes
 handshakes_offloaded "TLS 1.2, ECDSA certificate, X25519" ecP-256.pem ec-cert.pem "-groups X25519" \
     "-tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256" \
-    ecdsa_sign=$handshakes x25519_keygen=$handshakes x25519_derive=$handshakes
+    ecdsa_sign=$handshakes:lanes x25519_keygen=$handshakes x25519_derive=$handshakes:lanes
 handshakes_offloaded "TLS 1.2, RSA key exchange (pre-master secret decryption)" rsa2048.pem rsa-cert.pem \
     "-cipher AES128-SHA:@SECLEVEL=0" "-tls1_2 -cipher AES128-SHA:@SECLEVEL=0" rsa_private_decrypt=$handshakes
 if [ "${series%%.*}" -gt 3 ] || [ "${series#*.}" -ge 5 ]; then
@@ -244,7 +249,7 @@ if [ "${series%%.*}" -gt 3 ] || [ "${series#*.}" -ge 5 ]; then
     # half (an encapsulation) stays inline in the forward target.
     handshakes_offloaded "TLS 1.3, RSA certificate, X25519MLKEM768 (the default key share)" rsa2048.pem \
         rsa-cert.pem "" "-tls1_3" \
-        rsa_private_encrypt=$handshakes x25519_keygen=$handshakes x25519_derive=$handshakes
+        rsa_private_encrypt=$handshakes:lanes x25519_keygen=$handshakes x25519_derive=$handshakes:lanes
     check "the hybrid key share was X25519MLKEM768" 'grep -q "group: X25519MLKEM768" client.log'
 fi
 

@@ -95,6 +95,63 @@ final class ProviderLaneTests: XCTestCase {
         }
     }
 
+    /// EVP_DigestSign (a TLS handshake's way): RSA PKCS#1 v1.5 byte-equal, RSA
+    /// PSS and ECDSA verified; the digest is ours, the signature in lanes.
+    func testDigestSignInLanes() throws {
+        let rsa = try XCTUnwrap(LoadedProvider.generate("RSA", in: loaded.context))
+        let ec = try XCTUnwrap(LoadedProvider.generate("EC", in: loaded.context, group: "P-256"))
+        defer { EVP_PKEY_free(rsa); EVP_PKEY_free(ec) }
+        for (label, key, padding, counter) in [("RSA PKCS#1", rsa, RSA_PKCS1_PADDING, "rsa_private_encrypt"),
+                                               ("RSA PSS", rsa, RSA_PKCS1_PSS_PADDING, "rsa_private_encrypt"),
+                                               ("ECDSA", ec, 0, "ecdsa_sign")] {
+            let messages = (0..<8).map { _ in randomBytes(100 + Int.random(in: 0..<400)) }
+            let contexts = messages.map { _ -> OpaquePointer in
+                let context = EVP_MD_CTX_new()!
+                var pkeyContext: OpaquePointer?
+                XCTAssertEqual(EVP_DigestSignInit_ex(context, &pkeyContext, "SHA384", loaded.context, nil, key, nil), 1)
+                if padding != 0 {
+                    XCTAssertEqual(EVP_PKEY_CTX_set_rsa_padding(pkeyContext, padding), 1)
+                    if padding == RSA_PKCS1_PSS_PADDING { XCTAssertEqual(EVP_PKEY_CTX_set_rsa_pss_saltlen(pkeyContext, -1), 1) }
+                }
+                return context
+            }
+            defer { contexts.forEach { EVP_MD_CTX_free($0) } }
+            let boxes = messages.map { _ in OutputBox() }
+            let run = try inJobs(counter, zip(zip(contexts, messages), boxes).map { pair, box in
+                { var signature = [UInt8](repeating: 0, count: 512); var length = signature.count
+                  // In two pieces: update, then final.
+                  let half = pair.1.count / 2
+                  guard EVP_DigestSignUpdate(pair.0, pair.1, half) == 1 else { return 0 }
+                  let result = pair.1.suffix(from: half).withUnsafeBufferPointer {
+                      EVP_DigestSignUpdate(pair.0, $0.baseAddress, $0.count) == 1
+                          ? EVP_DigestSignFinal(pair.0, &signature, &length) : 0
+                  }
+                  box.output = Array(signature.prefix(result == 1 ? length : 0)); return result }
+            })
+            assertInLanes(run, 8, label)
+            let plainKey = try XCTUnwrap(LoadedProvider.copy(key, to: loaded.plain))
+            defer { EVP_PKEY_free(plainKey) }
+            for (message, box) in zip(messages, boxes) {
+                let verifier = EVP_MD_CTX_new()!
+                defer { EVP_MD_CTX_free(verifier) }
+                var pkeyContext: OpaquePointer?
+                XCTAssertEqual(EVP_DigestVerifyInit_ex(verifier, &pkeyContext, "SHA384", loaded.plain, nil, plainKey, nil), 1)
+                if padding != 0 { EVP_PKEY_CTX_set_rsa_padding(pkeyContext, padding) }
+                XCTAssertEqual(EVP_DigestVerify(verifier, box.output, box.output.count, message, message.count), 1,
+                               "\(label): verified by the default provider")
+                if padding == RSA_PKCS1_PADDING {
+                    let signer = EVP_MD_CTX_new()!
+                    defer { EVP_MD_CTX_free(signer) }
+                    var signature = [UInt8](repeating: 0, count: 512)
+                    var length = signature.count
+                    XCTAssertEqual(EVP_DigestSignInit_ex(signer, nil, "SHA384", loaded.plain, nil, plainKey, nil), 1)
+                    XCTAssertEqual(EVP_DigestSign(signer, &signature, &length, message, message.count), 1)
+                    XCTAssertEqual(box.output, Array(signature.prefix(length)), "\(label): byte-equal")
+                }
+            }
+        }
+    }
+
     /// The default provider's secret for `own` and `peer` (both this test's keys).
     func plainSecret(_ own: OpaquePointer, _ peer: OpaquePointer) throws -> [UInt8] {
         let plainOwn = try XCTUnwrap(LoadedProvider.copy(own, to: loaded.plain))

@@ -24,6 +24,7 @@ typedef void *(*gen_init_fn)(void *provctx, int selection, const OSSL_PARAM para
 typedef void (*gen_cleanup_fn)(void *genctx);
 typedef int (*key_init_fn)(void *ctx, void *provkey, const OSSL_PARAM params[]);
 typedef int (*digest_init_fn)(void *ctx, const char *mdname, void *provkey, const OSSL_PARAM params[]);
+typedef int (*digest_update_fn)(void *ctx, const unsigned char *data, size_t length);
 typedef int (*set_peer_fn)(void *ctx, void *provkey);
 typedef void (*free_ctx_fn)(void *ctx);
 typedef void *(*dup_ctx_fn)(void *ctx);
@@ -139,8 +140,9 @@ static int forward_in_out(const call_slot *slot, int id, void *ctx, unsigned cha
         return ok;
     }
     record->in_out = original;
-    if (id == OSSL_FUNC_SIGNATURE_SIGN)
-        sa_lanes_attach(record, lanes_params(slot, OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS));
+    if (id == OSSL_FUNC_SIGNATURE_SIGN || id == OSSL_FUNC_SIGNATURE_DIGEST_SIGN)
+        sa_lanes_attach(record, id == OSSL_FUNC_SIGNATURE_SIGN ? LANES_SIGN_DIGEST : LANES_SIGN_MESSAGE,
+                        lanes_params(slot, OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS));
     return finish(record, out, outlen);
 }
 
@@ -160,7 +162,9 @@ static int forward_final(const call_slot *slot, int id, void *ctx, unsigned char
     }
     record->final = original;
     if (id == OSSL_FUNC_KEYEXCH_DERIVE)
-        sa_lanes_attach(record, lanes_params(slot, OSSL_FUNC_KEYEXCH_GET_CTX_PARAMS));
+        sa_lanes_attach(record, LANES_DERIVE, lanes_params(slot, OSSL_FUNC_KEYEXCH_GET_CTX_PARAMS));
+    else
+        sa_lanes_attach(record, LANES_SIGN_FINAL, lanes_params(slot, OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS));
     return finish(record, out, outlen);
 }
 
@@ -184,9 +188,25 @@ static int forward_key_init(const call_slot *slot, int id, void *ctx, void *prov
 static int forward_digest_init(const call_slot *slot, int id, void *ctx, const char *mdname,
                                void *provkey, const OSSL_PARAM params[])
 {
-    if (slot->lanes)
+    int ok = ORIGINAL(slot, digest_init_fn, id)(ctx, mdname, provkey, params);
+
+    if (!slot->lanes)
+        return ok;
+    if (ok > 0 && provkey != NULL && id == OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT)
+        sa_lanes_note_digest_sign(ctx, provkey, lanes_params(slot, OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS));
+    else
         sa_lanes_forget(ctx);
-    return ORIGINAL(slot, digest_init_fn, id)(ctx, mdname, provkey, params);
+    return ok;
+}
+
+static int forward_digest_update(const call_slot *slot, void *ctx, const unsigned char *data,
+                                 size_t length)
+{
+    int ok = ORIGINAL(slot, digest_update_fn, OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE)(ctx, data, length);
+
+    if (ok > 0 && slot->lanes)
+        sa_lanes_digest_update(ctx, data, length);
+    return ok;
 }
 
 static int forward_set_peer(const call_slot *slot, void *ctx, void *provkey)
@@ -324,6 +344,8 @@ static int slots_used;
     { return forward_digest_init(&slots[i], OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, c, md, k, p); } \
     static int digest_verify_init_##i(void *c, const char *md, void *k, const OSSL_PARAM p[]) \
     { return forward_digest_init(&slots[i], OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, c, md, k, p); } \
+    static int digest_sign_update_##i(void *c, const unsigned char *d, size_t l)           \
+    { return forward_digest_update(&slots[i], c, d, l); }                                   \
     static int set_peer_##i(void *c, void *k) { return forward_set_peer(&slots[i], c, k); } \
     static void signature_free_##i(void *c)                                                 \
     { forward_free_ctx(&slots[i], OSSL_FUNC_SIGNATURE_FREECTX, c); }                        \
@@ -360,6 +382,7 @@ static const struct take_over {
     { OSSL_OP_SIGNATURE, SIGNATURE_VERIFY_MESSAGE_INIT, ALL(verify_message_init_) },
     { OSSL_OP_SIGNATURE, OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, ALL(digest_sign_init_) },
     { OSSL_OP_SIGNATURE, OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, ALL(digest_verify_init_) },
+    { OSSL_OP_SIGNATURE, OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, ALL(digest_sign_update_) },
     { OSSL_OP_SIGNATURE, OSSL_FUNC_SIGNATURE_FREECTX, ALL(signature_free_) },
     { OSSL_OP_SIGNATURE, OSSL_FUNC_SIGNATURE_DUPCTX, ALL(signature_dup_) },
     { OSSL_OP_KEYEXCH, OSSL_FUNC_KEYEXCH_DERIVE, ALL(derive_) },

@@ -174,6 +174,7 @@ typedef struct known_context {
     sa_lane_class lane_class;       /* of keydata, once asked; SA_LANES_NONE until then */
     RSA *rsa;                       /* read from keydata, for RSA lanes */
     exported_key *own, *peer_key;   /* read from keydata and peer, for EC and X25519 lanes */
+    EVP_MD_CTX *digest;             /* digest-sign: ours, of the data so far */
     struct known_context *next;
 } known_context;
 
@@ -188,6 +189,8 @@ static void drop_exported(exported_key **key)
 
 static void drop_own(known_context *entry)
 {
+    EVP_MD_CTX_free(entry->digest);
+    entry->digest = NULL;
     entry->lane_class = SA_LANES_NONE;
     RSA_free(entry->rsa);
     entry->rsa = NULL;
@@ -243,6 +246,61 @@ void sa_lanes_note_peer(void *ctx, void *peer)
     pthread_mutex_unlock(&contexts_lock);
 }
 
+/* The digest the context names; NULL for none or one we cannot make. */
+static const EVP_MD *context_digest(void *ctx, get_params_fn get_ctx_params, const char *parameter)
+{
+    char name[64] = "";
+    OSSL_PARAM params[] = { OSSL_PARAM_utf8_string(parameter, name, sizeof(name)), OSSL_PARAM_END };
+
+    if (get_ctx_params == NULL || !get_ctx_params(ctx, params) || name[0] == '\0')
+        return NULL;
+    return EVP_get_digestbyname(name);
+}
+
+void sa_lanes_note_digest_sign(void *ctx, void *keydata, get_params_fn get_ctx_params)
+{
+    const EVP_MD *md = context_digest(ctx, get_ctx_params, OSSL_SIGNATURE_PARAM_DIGEST);
+    EVP_MD_CTX *digest = md != NULL ? EVP_MD_CTX_new() : NULL;
+    known_context *entry;
+
+    if (digest != NULL && !EVP_DigestInit_ex(digest, md, NULL)) {
+        EVP_MD_CTX_free(digest);
+        digest = NULL;
+    }
+    ERR_clear_error();
+    sa_lanes_note_key(ctx, keydata);
+    pthread_mutex_lock(&contexts_lock);
+    if ((entry = *link_of(ctx)) != NULL) {
+        entry->digest = digest;
+        digest = NULL;
+    }
+    pthread_mutex_unlock(&contexts_lock);
+    EVP_MD_CTX_free(digest);
+}
+
+/* Only the thread using the context updates or frees its digest: used outside the lock. */
+static EVP_MD_CTX *running_digest(void *ctx)
+{
+    known_context *entry;
+    EVP_MD_CTX *digest = NULL;
+
+    pthread_mutex_lock(&contexts_lock);
+    if ((entry = *link_of(ctx)) != NULL)
+        digest = entry->digest;
+    pthread_mutex_unlock(&contexts_lock);
+    return digest;
+}
+
+void sa_lanes_digest_update(void *ctx, const unsigned char *data, size_t length)
+{
+    EVP_MD_CTX *digest = running_digest(ctx);
+
+    if (digest != NULL && !EVP_DigestUpdate(digest, data, length)) {
+        sa_lanes_forget(ctx);      /* no digest of ours, no lanes: the target signs */
+        ERR_clear_error();
+    }
+}
+
 void sa_lanes_forget(void *ctx)
 {
     known_context **link, *entry;
@@ -267,6 +325,11 @@ void sa_lanes_copy(void *from, void *to)
     if ((source = *link_of(from)) != NULL && (copy = entry_of(to)) != NULL) {
         copy->keydata = source->keydata;
         copy->peer = source->peer;
+        if (source->digest != NULL && (copy->digest = EVP_MD_CTX_new()) != NULL
+            && !EVP_MD_CTX_copy_ex(copy->digest, source->digest)) {
+            EVP_MD_CTX_free(copy->digest);
+            copy->digest = NULL;
+        }
     }
     pthread_mutex_unlock(&contexts_lock);
 }
@@ -440,12 +503,42 @@ static sa_lane_class key_lane_class(key_type type, void *keydata)
     }
 }
 
-/* RSA sign: PKCS#1 v1.5 (with a known digest, or none) or no padding, of the right length. */
+/* What the private key signs: the record's input, or the digest we made of it. */
+static const unsigned char *signed_input(const call_record *record, size_t *length)
+{
+    *length = record->lanes.digested ? record->lanes.digest_length : record->input_length;
+    return record->lanes.digested ? record->lanes.digest : record->input;
+}
+
+/*
+ * RSA PSS: the context's digest (set), mask digest (or the same) and a salt
+ * length OpenSSL's public padding function takes (-1 digest, -2 auto, -3
+ * max, or a length).
+ */
+static int rsa_pss_qualifies(call_record *record, get_params_fn get_ctx_params, size_t signed_length)
+{
+    int salt_length = 0;
+    OSSL_PARAM params[] = { OSSL_PARAM_int(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, &salt_length), OSSL_PARAM_END };
+    const EVP_MD *md = context_digest(record->ctx, get_ctx_params, OSSL_SIGNATURE_PARAM_DIGEST);
+    const EVP_MD *mgf1 = context_digest(record->ctx, get_ctx_params, OSSL_SIGNATURE_PARAM_MGF1_DIGEST);
+
+    if (md == NULL || (size_t)EVP_MD_get_size(md) != signed_length
+        || !get_ctx_params(record->ctx, params) || salt_length < -3)
+        return 0;
+    record->lanes.padding = RSA_PKCS1_PSS_PADDING;
+    record->lanes.pss_digest = md;
+    record->lanes.mgf1_digest = mgf1 != NULL ? mgf1 : md;
+    record->lanes.salt_length = salt_length;
+    return 1;
+}
+
+/* RSA sign: PKCS#1 v1.5 (with a known digest, or none), PSS, or no padding, of the right length. */
 static int rsa_sign_qualifies(call_record *record, get_params_fn get_ctx_params, int bits)
 {
     static const digest_info no_digest = { NID_undef, 0, { 0 }, 0 };
     char digest[64] = "";
     int padding = 0;
+    size_t length;
     const digest_info *info;
     OSSL_PARAM params[] = {
         OSSL_PARAM_int(OSSL_SIGNATURE_PARAM_PAD_MODE, &padding),
@@ -453,12 +546,15 @@ static int rsa_sign_qualifies(call_record *record, get_params_fn get_ctx_params,
         OSSL_PARAM_END
     };
 
+    signed_input(record, &length);
     if (!get_ctx_params(record->ctx, params) || record->output_capacity < (size_t)bits / 8)
         return 0;
+    if (padding == RSA_PKCS1_PSS_PADDING)
+        return rsa_pss_qualifies(record, get_ctx_params, length);
     if (padding == RSA_NO_PADDING)
-        return digest[0] == '\0' && record->input_length == (size_t)bits / 8;
+        return digest[0] == '\0' && length == (size_t)bits / 8;
     if (padding != RSA_PKCS1_PADDING || (info = named_digest(digest, &no_digest)) == NULL
-        || (info != &no_digest && record->input_length != info->length))
+        || (info != &no_digest && length != info->length))
         return 0;
     record->lanes.padding = padding;
     record->lanes.prefix = info->prefix;
@@ -478,10 +574,13 @@ static int ecdsa_qualifies(call_record *record, get_params_fn get_ctx_params)
         OSSL_PARAM_END
     };
 
-    if (!get_ctx_params(record->ctx, params) || nonce_type != 0 || record->input_length == 0)
+    size_t length;
+
+    signed_input(record, &length);
+    if (!get_ctx_params(record->ctx, params) || nonce_type != 0 || length == 0)
         return 0;
     info = named_digest(digest, NULL);
-    return digest[0] == '\0' || (info != NULL && record->input_length == info->length);
+    return digest[0] == '\0' || (info != NULL && length == info->length);
 }
 
 /* ECDH: the plain shared x coordinate, no KDF, into a buffer that holds it. */
@@ -497,7 +596,31 @@ static int ecdh_qualifies(call_record *record, get_params_fn get_ctx_params, sa_
     return get_ctx_params(record->ctx, params) && kdf[0] == '\0' && record->output_capacity >= size;
 }
 
-void sa_lanes_attach(call_record *record, get_params_fn get_ctx_params)
+/* Digest-sign: the digest of the message, or of what went by; 0 if we have none. */
+static int make_digest(call_record *record, lanes_input input, get_params_fn get_ctx_params)
+{
+    unsigned int length = 0;
+    EVP_MD_CTX *running, *copy;
+    const EVP_MD *md;
+    int ok;
+
+    if (input == LANES_SIGN_MESSAGE) {
+        md = context_digest(record->ctx, get_ctx_params, OSSL_SIGNATURE_PARAM_DIGEST);
+        ok = md != NULL && EVP_Digest(record->input, record->input_length, record->lanes.digest,
+                                      &length, md, NULL);
+    } else {
+        running = running_digest(record->ctx);
+        copy = running != NULL ? EVP_MD_CTX_new() : NULL;
+        ok = copy != NULL && EVP_MD_CTX_copy_ex(copy, running)
+            && EVP_DigestFinal_ex(copy, record->lanes.digest, &length);
+        EVP_MD_CTX_free(copy);
+    }
+    record->lanes.digested = ok;
+    record->lanes.digest_length = length;
+    return ok;
+}
+
+void sa_lanes_attach(call_record *record, lanes_input input, get_params_fn get_ctx_params)
 {
     sa_algorithm algorithm = record->base.public.algorithm;
     sa_lane_class lane_class;
@@ -521,8 +644,12 @@ void sa_lanes_attach(call_record *record, get_params_fn get_ctx_params)
     }
     if (!sa_lanes_available(lane_class))
         return;
-    if (get_ctx_params == NULL && type != KEY_X25519)
+    if ((get_ctx_params == NULL && type != KEY_X25519)
+        || ((input == LANES_SIGN_MESSAGE || input == LANES_SIGN_FINAL)
+            && !make_digest(record, input, get_ctx_params))) {
+        ERR_clear_error();
         return;
+    }
     switch (algorithm) {
     case SA_ALG_RSA_PRIVATE_ENCRYPT:
         ok = rsa_sign_qualifies(record, get_ctx_params,
@@ -568,6 +695,18 @@ typedef struct rsa_lane {
     unsigned char check[SA_RSA_LANE_MAX_BYTES];
 } rsa_lane;
 
+/* The number the lane raises: PSS-encoded here (random salt), else padded as the engine pads. */
+static int rsa_lane_padding(const call_record *record, rsa_lane *lane, int length, int size)
+{
+    if (record->lanes.padding != RSA_PKCS1_PSS_PADDING)
+        return sa_rsa_lane_input(lane->rsa, 1, record->lanes.padding, lane->input, length,
+                                 lane->padded, size);
+    return RSA_padding_add_PKCS1_PSS_mgf1(lane->rsa, lane->check, lane->input,
+                                          record->lanes.pss_digest, record->lanes.mgf1_digest,
+                                          record->lanes.salt_length)
+        && sa_rsa_lane_input(lane->rsa, 1, RSA_NO_PADDING, lane->check, size, lane->padded, size);
+}
+
 static int rsa_sign_lanes(call_record *records[], int count, int in_lanes[])
 {
     rsa_lane lanes[SA_MAX_LANES];
@@ -583,15 +722,16 @@ static int rsa_sign_lanes(call_record *records[], int count, int in_lanes[])
     for (lane = 0; lane < count; lane++) {
         call_record *record = records[lane];
         rsa_lane *l = &lanes[lane];
-        size_t length = record->lanes.prefix_length + record->input_length;
+        size_t signed_length;
+        const unsigned char *signed_bytes = signed_input(record, &signed_length);
+        size_t length = record->lanes.prefix_length + signed_length;
 
         if (length > sizeof(l->input) || (l->rsa = read_rsa(record)) == NULL
             || sa_rsa_lane_class(l->rsa) != lane_class)
             continue;
         memcpy(l->input, record->lanes.prefix, record->lanes.prefix_length);
-        memcpy(l->input + record->lanes.prefix_length, record->input, record->input_length);
-        if (!sa_rsa_lane_input(l->rsa, 1, record->lanes.padding, l->input, (int)length,
-                               l->padded, size))
+        memcpy(l->input + record->lanes.prefix_length, signed_bytes, signed_length);
+        if (!rsa_lane_padding(record, l, (int)length, size))
             continue;
         keys[lane] = l->rsa;
         padded[lane] = l->padded;
@@ -655,10 +795,12 @@ static int prepare_ec_lane(call_record *record, ec_lane *lane, const EC_GROUP *g
         lane->d = own.numbers[0];
         own.numbers[0] = NULL;
     }
-    if (ok && record->base.public.algorithm == SA_ALG_ECDSA_SIGN)
-        ok = (lane->nonce = sa_ec_nonce_and_message(group, lane->d, record->input,
-                                                    (int)record->input_length, lane->message,
-                                                    size)) != NULL;
+    if (ok && record->base.public.algorithm == SA_ALG_ECDSA_SIGN) {
+        size_t length;
+        const unsigned char *digest = signed_input(record, &length);
+        ok = (lane->nonce = sa_ec_nonce_and_message(group, lane->d, digest, (int)length,
+                                                    lane->message, size)) != NULL;
+    }
     else if (ok)
         ok = read_key(record, 1, OSSL_KEYMGMT_SELECT_PUBLIC_KEY
                       | OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS, take_ec, &peer)

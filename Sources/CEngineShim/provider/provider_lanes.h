@@ -21,6 +21,12 @@ void sa_lanes_note_key_manager(const char *names, const OSSL_DISPATCH *functions
 
 /* The key (or peer) an operation context was initialised with. */
 void sa_lanes_note_key(void *ctx, void *keydata);
+/*
+ * A digest-sign context: its key, and a digest of our own that follows the
+ * data (the target's is out of reach), of the digest the context names.
+ */
+void sa_lanes_note_digest_sign(void *ctx, void *keydata, get_params_fn get_ctx_params);
+void sa_lanes_digest_update(void *ctx, const unsigned char *data, size_t length);
 void sa_lanes_note_peer(void *ctx, void *peer);
 void sa_lanes_forget(void *ctx);
 void sa_lanes_copy(void *from, void *to);
@@ -30,7 +36,14 @@ void sa_lanes_copy(void *from, void *to);
  * the context's settings (read with the target's get_ctx_params) and the
  * sizes qualify; else leaves it to be computed one at a time.
  */
-void sa_lanes_attach(call_record *record, get_params_fn get_ctx_params);
+typedef enum lanes_input {
+    LANES_SIGN_DIGEST,            /* sign: the record's input is the digest */
+    LANES_SIGN_MESSAGE,           /* one-shot digest-sign: the input is the message */
+    LANES_SIGN_FINAL,             /* digest-sign final: the digest is ours, of what went by */
+    LANES_DERIVE,
+} lanes_input;
+
+void sa_lanes_attach(call_record *record, lanes_input input, get_params_fn get_ctx_params);
 
 /* The record kind's 8-lane step: see sa_record_kind.compute_lanes. */
 int sa_provider_compute_lanes(sa_record *records[], int count, int in_lanes[]);

@@ -10,6 +10,7 @@
 #include "operation.h"
 
 #include <openssl/core.h>
+#include <openssl/evp.h>
 
 typedef enum call_shape {
     CALL_IN_OUT,             /* (ctx, out, outlen, outsize, in, inlen): sign, digest_sign, decrypt */
@@ -28,9 +29,15 @@ typedef struct call_lane_inputs {
     export_fn export_key;         /* the target's key manager's */
     void *keydata;                /* ours; the caller's context holds it */
     void *peer;                   /* derive: the peer's */
-    int padding;                  /* RSA sign: PKCS#1 or none */
+    int padding;                  /* RSA sign: PKCS#1, PSS or none */
     const unsigned char *prefix;  /* RSA PKCS#1 with a digest: its DigestInfo prefix */
     size_t prefix_length;
+    const EVP_MD *pss_digest;     /* RSA PSS: the digest, the mask's digest, the salt's length */
+    const EVP_MD *mgf1_digest;
+    int salt_length;
+    int digested;                 /* digest-sign: what is signed is `digest`, not the input */
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    size_t digest_length;
 } call_lane_inputs;
 
 typedef struct call_record {
