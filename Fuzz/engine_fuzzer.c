@@ -1,8 +1,9 @@
 /*
- * libFuzzer target for the engine's RSA and EC entry points, differential:
- * every input runs once through swiftasync (inline, sync offload, in an
- * ASYNC job woken by its wait fd, or by a callback) and once through default
- * OpenSSL's software methods. Both must succeed with the same bytes (or a
+ * libFuzzer target for the engine's RSA and EC entry points and the
+ * provider's private-key steps, differential: every input runs once through
+ * swiftasync (inline, sync offload, in an ASYNC job woken by its wait fd, or
+ * by a callback) and once through default OpenSSL (its software methods, or
+ * its default provider in a library context of its own). Both must succeed with the same bytes (or a
  * signature that verifies), or both fail with the same first error on the
  * queue. A failure with an empty error queue, a mismatch, or a job that is
  * not woken within HANG_SECONDS aborts, which libFuzzer reports as a crash.
@@ -28,6 +29,11 @@
 #include <openssl/engine.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/core_names.h>
+#include <openssl/objects.h>
+#include <openssl/param_build.h>
+#include <openssl/params.h>
+#include <openssl/provider.h>
 #include <openssl/rsa.h>
 
 #define HANG_SECONDS 20
@@ -630,6 +636,311 @@ static void fuzz_ecx(input *in, enum mode mode, int nid, size_t key_length)
     EVP_PKEY_free(engine_call.peer);
 }
 
+/* ---- The provider: the same inputs through EVP in a library context with it ---- */
+
+static OSSL_LIB_CTX *provider_context;   /* default + swiftasync, swiftasync preferred */
+static OSSL_LIB_CTX *plain_context;      /* default alone */
+
+/* An RSA or EC key as key data of `context`'s key manager, from the numbers of `rsa` or `ec`. */
+static EVP_PKEY *key_in(OSSL_LIB_CTX *context, const RSA *rsa, const EC_KEY *ec)
+{
+    OSSL_PARAM_BLD *build = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *maker = EVP_PKEY_CTX_new_from_name(context, rsa != NULL ? "RSA" : "EC", NULL);
+    EVP_PKEY *key = NULL;
+    uint8_t point[200];
+    size_t point_length;
+    int ok = build != NULL && maker != NULL;
+
+    if (ok && rsa != NULL) {
+        ok = OSSL_PARAM_BLD_push_BN(build, "n", RSA_get0_n(rsa))
+            && OSSL_PARAM_BLD_push_BN(build, "e", RSA_get0_e(rsa))
+            && OSSL_PARAM_BLD_push_BN(build, "d", RSA_get0_d(rsa))
+            && OSSL_PARAM_BLD_push_BN(build, "rsa-factor1", RSA_get0_p(rsa))
+            && OSSL_PARAM_BLD_push_BN(build, "rsa-factor2", RSA_get0_q(rsa))
+            && OSSL_PARAM_BLD_push_BN(build, "rsa-exponent1", RSA_get0_dmp1(rsa))
+            && OSSL_PARAM_BLD_push_BN(build, "rsa-exponent2", RSA_get0_dmq1(rsa))
+            && OSSL_PARAM_BLD_push_BN(build, "rsa-coefficient1", RSA_get0_iqmp(rsa));
+    } else if (ok) {
+        const EC_GROUP *group = EC_KEY_get0_group(ec);
+        ok = EC_KEY_get0_private_key(ec) != NULL && EC_KEY_get0_public_key(ec) != NULL
+            && (point_length = EC_POINT_point2oct(group, EC_KEY_get0_public_key(ec),
+                                                  POINT_CONVERSION_UNCOMPRESSED, point,
+                                                  sizeof(point), NULL)) > 0
+            && OSSL_PARAM_BLD_push_utf8_string(build, "group",
+                                               OBJ_nid2sn(EC_GROUP_get_curve_name(group)), 0)
+            && OSSL_PARAM_BLD_push_BN(build, "priv", EC_KEY_get0_private_key(ec))
+            && OSSL_PARAM_BLD_push_octet_string(build, "pub", point, point_length);
+    }
+    ok = ok && (params = OSSL_PARAM_BLD_to_param(build)) != NULL
+        && EVP_PKEY_fromdata_init(maker) > 0
+        && EVP_PKEY_fromdata(maker, &key, EVP_PKEY_KEYPAIR, params) > 0;
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(build);
+    EVP_PKEY_CTX_free(maker);
+    ERR_clear_error();
+    return ok ? key : NULL;
+}
+
+enum provider_step { STEP_SIGN, STEP_DIGEST_SIGN, STEP_DECRYPT, STEP_DERIVE };
+
+typedef struct {
+    OSSL_LIB_CTX *context;
+    enum provider_step step;
+    EVP_PKEY *key, *peer;
+    int padding;                 /* RSA; 0: the default */
+    int with_digest;             /* sign: SHA-256 set on the context */
+    const uint8_t *in;
+    size_t in_length;
+    uint8_t out[600];
+    size_t out_length;           /* the buffer's size offered, then the result's */
+    int result;
+} provider_call;
+
+static int provider_operation(void *argument)
+{
+    provider_call *call = argument;
+    EVP_PKEY_CTX *ctx = NULL;
+    EVP_MD_CTX *md_ctx = NULL;
+    int ok;
+
+    if (call->step == STEP_DIGEST_SIGN) {
+        ok = (md_ctx = EVP_MD_CTX_new()) != NULL
+            && EVP_DigestSignInit_ex(md_ctx, &ctx, "SHA256", call->context, NULL, call->key, NULL) > 0
+            && (call->padding == 0 || EVP_PKEY_CTX_set_rsa_padding(ctx, call->padding) > 0)
+            && EVP_DigestSign(md_ctx, call->out, &call->out_length, call->in, call->in_length) > 0;
+        EVP_MD_CTX_free(md_ctx);
+        return call->result = ok;
+    }
+    ctx = EVP_PKEY_CTX_new_from_pkey(call->context, call->key, NULL);
+    switch (call->step) {
+    case STEP_SIGN:
+        ok = ctx != NULL && EVP_PKEY_sign_init(ctx) > 0
+            && (call->padding == 0 || EVP_PKEY_CTX_set_rsa_padding(ctx, call->padding) > 0)
+            && (!call->with_digest || EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) > 0)
+            && EVP_PKEY_sign(ctx, call->out, &call->out_length, call->in, call->in_length) > 0;
+        break;
+    case STEP_DECRYPT:
+        ok = ctx != NULL && EVP_PKEY_decrypt_init(ctx) > 0
+            && (call->padding == 0 || EVP_PKEY_CTX_set_rsa_padding(ctx, call->padding) > 0)
+            && EVP_PKEY_decrypt(ctx, call->out, &call->out_length, call->in, call->in_length) > 0;
+        break;
+    default:
+        ok = ctx != NULL && EVP_PKEY_derive_init(ctx) > 0 && EVP_PKEY_derive_set_peer(ctx, call->peer) > 0
+            && EVP_PKEY_derive(ctx, call->out, &call->out_length) > 0;
+        break;
+    }
+    EVP_PKEY_CTX_free(ctx);
+    return call->result = ok;
+}
+
+/* The provider's signature must verify under default OpenSSL (RSA PSS, ECDSA: randomised). */
+static int verifies(const provider_call *call, EVP_PKEY *plain_key)
+{
+    EVP_PKEY_CTX *ctx = NULL;
+    EVP_MD_CTX *md_ctx = NULL;
+    int ok;
+
+    if (call->step == STEP_DIGEST_SIGN) {
+        ok = (md_ctx = EVP_MD_CTX_new()) != NULL
+            && EVP_DigestVerifyInit_ex(md_ctx, &ctx, "SHA256", plain_context, NULL, plain_key, NULL) > 0
+            && (call->padding == 0 || EVP_PKEY_CTX_set_rsa_padding(ctx, call->padding) > 0)
+            && EVP_DigestVerify(md_ctx, call->out, call->out_length, call->in, call->in_length) > 0;
+        EVP_MD_CTX_free(md_ctx);
+        return ok;
+    }
+    ctx = EVP_PKEY_CTX_new_from_pkey(plain_context, plain_key, NULL);
+    ok = ctx != NULL && EVP_PKEY_verify_init(ctx) > 0
+        && (call->padding == 0 || EVP_PKEY_CTX_set_rsa_padding(ctx, call->padding) > 0)
+        && (!call->with_digest || EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) > 0)
+        && EVP_PKEY_verify(ctx, call->out, call->out_length, call->in, call->in_length) > 0;
+    EVP_PKEY_CTX_free(ctx);
+    return ok;
+}
+
+/* Provider steps compared, and of those run in async jobs: said at exit, checked by fuzz.sh. */
+static long provider_compared, provider_in_jobs;
+
+static void say_provider_counts(void)
+{
+    fprintf(stderr, "swiftasync fuzz: provider steps compared: %ld, in async jobs: %ld\n",
+            provider_compared, provider_in_jobs);
+}
+
+/* Runs `ours` in `mode` and `plain` inline, and compares: success, first error, output. */
+static void compare_provider(provider_call *ours, provider_call *plain, EVP_PKEY *plain_key,
+                             enum mode mode, int randomised, const char *what)
+{
+    first_errors errors = run_both(provider_operation, ours, plain, mode);
+
+    provider_compared++;
+    provider_in_jobs += mode == MODE_WAIT_FD || mode == MODE_CALLBACK;
+    compare_failures(ours->result, plain->result, errors, what);
+    if (!ours->result)
+        return;
+    if (randomised ? !verifies(ours, plain_key)
+                   : !same_output((int)ours->out_length, ours->out, (int)plain->out_length, plain->out)) {
+        fprintf(stderr, "%s\n", what);
+        fail("the provider's result differs from default OpenSSL's");
+    }
+}
+
+/* RSA through the provider: sign (PKCS#1, none, PSS; digest or not), digest-sign, decrypt. */
+static void fuzz_provider_rsa(input *in, enum mode mode)
+{
+    static const int paddings[] = {
+        0, RSA_PKCS1_PADDING, RSA_NO_PADDING, RSA_PKCS1_PSS_PADDING, RSA_PKCS1_OAEP_PADDING, RSA_X931_PADDING,
+    };
+    RSA *on_engine, *on_software;
+    EVP_PKEY *ours_key, *plain_key;
+    provider_call ours, plain;
+    uint8_t from[600];
+    unsigned choice;
+
+    take_rsa_pair(in, &on_engine, &on_software);
+    ours_key = key_in(provider_context, on_software, NULL);
+    plain_key = key_in(plain_context, on_software, NULL);
+    memset(&ours, 0, sizeof(ours));
+    ours.step = (enum provider_step)(take_byte(in) % 3);
+    ours.padding = paddings[take_byte(in) % (sizeof(paddings) / sizeof(paddings[0]))];
+    ours.with_digest = take_byte(in) % 2;
+    choice = take_byte(in);
+    ours.in_length = ours.step == STEP_SIGN && ours.with_digest && choice < 200 ? 32
+        : choice < 160 ? (size_t)RSA_size(on_software) - choice % 4
+        : take_u16(in) % sizeof(from);
+    if (ours.in_length > sizeof(from))
+        ours.in_length = 0;
+    take_bytes(in, from, ours.in_length);
+    ours.in = from;
+    ours.out_length = take_byte(in) < 16 ? take_byte(in) : sizeof(ours.out);
+    ours.key = ours_key;
+    plain = ours;
+    ours.context = provider_context;
+    plain.context = plain_context;
+    plain.key = plain_key;
+    if (ours_key != NULL && plain_key != NULL)
+        compare_provider(&ours, &plain, plain_key, mode,
+                         ours.step != STEP_DECRYPT && ours.padding == RSA_PKCS1_PSS_PADDING,
+                         "provider RSA");
+    EVP_PKEY_free(ours_key);
+    EVP_PKEY_free(plain_key);
+    RSA_free(on_engine);
+    RSA_free(on_software);
+}
+
+/* ECDSA (sign, digest-sign) and ECDH through the provider, on every curve of the engine's list. */
+static void fuzz_provider_ec(input *in, enum mode mode)
+{
+    ec_pair pair;
+    EVP_PKEY *ours_key, *plain_key, *ours_peer = NULL, *plain_peer = NULL;
+    provider_call ours, plain;
+    uint8_t data[100];
+    EC_POINT *peer_point;
+
+    take_ec_pair(in, &pair, 1);
+    ours_key = key_in(provider_context, NULL, pair.on_software);
+    plain_key = key_in(plain_context, NULL, pair.on_software);
+    memset(&ours, 0, sizeof(ours));
+    ours.step = (enum provider_step)(take_byte(in) % 3);
+    ours.step = ours.step == STEP_DECRYPT ? STEP_DERIVE : ours.step;
+    ours.in_length = take_byte(in) % sizeof(data);
+    take_bytes(in, data, ours.in_length);
+    ours.in = data;
+    ours.out_length = take_byte(in) < 16 ? take_byte(in) : sizeof(ours.out);
+    if (ours.step == STEP_DERIVE && (peer_point = take_peer_point(in, pair.group)) != NULL) {
+        EC_KEY *peer = EC_KEY_new_by_curve_name(EC_GROUP_get_curve_name(pair.group));
+        uint8_t encoded[200];
+        size_t length = peer != NULL ? EC_POINT_point2oct(pair.group, peer_point, POINT_CONVERSION_UNCOMPRESSED,
+                                                          encoded, sizeof(encoded), NULL) : 0;
+        /* The peer as a public key of each context (from its encoding). */
+        if (length > 0) {
+            OSSL_PARAM params[] = {
+                OSSL_PARAM_utf8_string("group", (char *)OBJ_nid2sn(EC_GROUP_get_curve_name(pair.group)), 0),
+                OSSL_PARAM_octet_string("pub", encoded, length), OSSL_PARAM_END
+            };
+            EVP_PKEY_CTX *maker = EVP_PKEY_CTX_new_from_name(provider_context, "EC", NULL);
+            if (maker != NULL && EVP_PKEY_fromdata_init(maker) > 0)
+                EVP_PKEY_fromdata(maker, &ours_peer, EVP_PKEY_PUBLIC_KEY, params);
+            EVP_PKEY_CTX_free(maker);
+            maker = EVP_PKEY_CTX_new_from_name(plain_context, "EC", NULL);
+            if (maker != NULL && EVP_PKEY_fromdata_init(maker) > 0)
+                EVP_PKEY_fromdata(maker, &plain_peer, EVP_PKEY_PUBLIC_KEY, params);
+            EVP_PKEY_CTX_free(maker);
+        }
+        EC_KEY_free(peer);
+        EC_POINT_free(peer_point);
+        ERR_clear_error();
+    }
+    ours.key = ours_key;
+    ours.peer = ours_peer;
+    plain = ours;
+    ours.context = provider_context;
+    plain.context = plain_context;
+    plain.key = plain_key;
+    plain.peer = plain_peer;
+    if (ours_key != NULL && plain_key != NULL && (ours.step != STEP_DERIVE || (ours_peer != NULL && plain_peer != NULL)))
+        compare_provider(&ours, &plain, plain_key, mode, ours.step != STEP_DERIVE, "provider EC");
+    EVP_PKEY_free(ours_key);
+    EVP_PKEY_free(plain_key);
+    EVP_PKEY_free(ours_peer);
+    EVP_PKEY_free(plain_peer);
+    free_ec_pair(&pair);
+}
+
+/* X25519 and X448 through the provider: raw keys from the input, a short buffer sometimes. */
+static void fuzz_provider_ecx(input *in, enum mode mode)
+{
+    const char *name = take_byte(in) % 4 == 0 ? "X448" : "X25519";
+    size_t length = name[1] == '4' ? 56 : 32;
+    uint8_t own[56], peer[56];
+    provider_call ours, plain;
+
+    take_bytes(in, own, length);
+    take_bytes(in, peer, length);
+    memset(&ours, 0, sizeof(ours));
+    ours.step = STEP_DERIVE;
+    ours.out_length = take_byte(in) < 32 ? take_byte(in) % length : sizeof(ours.out);
+    plain = ours;
+    ours.context = provider_context;
+    ours.key = EVP_PKEY_new_raw_private_key_ex(provider_context, name, NULL, own, length);
+    ours.peer = EVP_PKEY_new_raw_public_key_ex(provider_context, name, NULL, peer, length);
+    plain.context = plain_context;
+    plain.key = EVP_PKEY_new_raw_private_key_ex(plain_context, name, NULL, own, length);
+    plain.peer = EVP_PKEY_new_raw_public_key_ex(plain_context, name, NULL, peer, length);
+    if (ours.key == NULL || ours.peer == NULL || plain.key == NULL || plain.peer == NULL)
+        fail("raw X25519/X448 keys in the provider's and the plain context");
+    compare_provider(&ours, &plain, plain.key, mode, 0, name);
+    EVP_PKEY_free(ours.key);
+    EVP_PKEY_free(ours.peer);
+    EVP_PKEY_free(plain.key);
+    EVP_PKEY_free(plain.peer);
+}
+
+/* The .so as a provider too, as openssl-provider.cnf loads it (the module's path made absolute). */
+static void load_provider(const char *path)
+{
+    char file[] = "/tmp/swiftasync-fuzz-XXXXXX";
+    int fd = mkstemp(file);
+    FILE *cnf = fd >= 0 ? fdopen(fd, "w") : NULL;
+
+    if (cnf == NULL)
+        fail("a temporary cnf");
+    fprintf(cnf, "openssl_conf = init\n[init]\nproviders = providers\nalg_section = algorithms\n"
+                 "[providers]\ndefault = default_section\nswiftasync = swiftasync_section\n"
+                 "[default_section]\nactivate = 1\n[swiftasync_section]\nmodule = %s\nactivate = 1\n"
+                 "[algorithms]\ndefault_properties = ?provider=swiftasync\n", path);
+    fclose(cnf);
+    provider_context = OSSL_LIB_CTX_new();
+    plain_context = OSSL_LIB_CTX_new();
+    if (provider_context == NULL || plain_context == NULL
+        || !OSSL_LIB_CTX_load_config(provider_context, file)
+        || !OSSL_PROVIDER_available(provider_context, "swiftasync")
+        || OSSL_PROVIDER_load(plain_context, "default") == NULL)
+        fail("cannot load the provider");
+    unlink(file);
+    atexit(say_provider_counts);
+}
+
 /* ---- libFuzzer's entry points ------------------------------------------ */
 
 static RSA *generate_rsa(int bits)
@@ -657,6 +968,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         || !ENGINE_ctrl_cmd_string(engine, "LOAD", NULL, 0)
         || !ENGINE_init(engine))
         fail("cannot load the engine");
+    load_provider(path);
     rsa_keys[0] = generate_rsa(512);
     rsa_keys[1] = generate_rsa(1024);
     rsa_keys[2] = generate_rsa(2048);
@@ -666,7 +978,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     input in = { data, size };
-    unsigned operation = take_byte(&in) % 7;
+    unsigned operation = take_byte(&in) % 10;
     enum mode mode = (enum mode)(take_byte(&in) % MODE_COUNT);
 
     switch (operation) {
@@ -676,7 +988,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 3: fuzz_ecdh(&in, mode); break;
     case 4: fuzz_ecdsa(&in, mode); break;
     case 5: fuzz_ecx(&in, mode, NID_X25519, 32); break;
-    default: fuzz_ecx(&in, mode, NID_X448, 56); break;
+    case 6: fuzz_ecx(&in, mode, NID_X448, 56); break;
+    case 7: fuzz_provider_rsa(&in, mode); break;
+    case 8: fuzz_provider_ec(&in, mode); break;
+    default: fuzz_provider_ecx(&in, mode); break;
     }
     ERR_clear_error();
     return 0;

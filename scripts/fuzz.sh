@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# libFuzzer over the engine's RSA and EC entry points (Fuzz/engine_fuzzer.c),
-# differential against default OpenSSL, for FUZZ_SECONDS (default 60; CI's
-# bound). `make fuzz FUZZ_SECONDS=3600` runs longer. The engine is built with
+# libFuzzer over the engine's RSA and EC entry points and the provider's
+# private-key steps (Fuzz/engine_fuzzer.c), differential against default
+# OpenSSL, for FUZZ_SECONDS (default 60; CI's bound). `make fuzz
+# FUZZ_SECONDS=3600` runs longer. The engine is built with
 # ASan, UBSan and coverage for libFuzzer; the corpus grows in build/fuzz-corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,9 @@ missing=$(awk '$1 ~ /^(rsa_private_encrypt|rsa_private_decrypt|ec_keygen|ecdh_de
 if grep -q "multibuffer=in_use" "$work/stats"; then
     missing="$missing$(awk '$1 ~ /^(rsa_private_encrypt|rsa_private_decrypt|ec_keygen|ecdh_derive|ecdsa_sign|ecdsa_sign_setup|x25519_derive)$/ && $7 == "lanes=0" {print " " $1 " in lanes"}' "$work/stats")"
 fi
+# The provider's steps must have been compared, in jobs too.
+provider_jobs=$(sed -n 's/^swiftasync fuzz: provider steps compared: [0-9]*, in async jobs: \([0-9]*\)$/\1/p' build/fuzz.log | tail -1)
+if [ "${provider_jobs:-0}" -eq 0 ]; then missing="$missing provider steps in jobs"; fi
 if [ "$status" -ne 0 ] || [ -z "$inputs" ] || [ ! -s "$work/stats" ] || [ -n "$missing" ]; then
     grep -v -E "^INFO|^#[0-9]+ +(NEW|REDUCE|pulse|INITED)|^During symbol" build/fuzz.log | tail -150
     [ -n "$missing" ] && echo "never offloaded: $missing"

@@ -11,7 +11,8 @@
 
 int sa_compute_inline(void)
 {
-    return ASYNC_get_current_job() == NULL && sa_pool_prefers_inline();
+    return sa_worker_is_computing()
+        || (ASYNC_get_current_job() == NULL && sa_pool_prefers_inline());
 }
 
 static int uses_callback(const sa_record *record)

@@ -89,6 +89,34 @@ static void store_result(sa_record *record, int succeeded)
     record->kind->release_inputs(record);
 }
 
+/* Nonzero while this thread computes a record: the math's own calls into us stay on it. */
+static _Thread_local int computing;
+
+int sa_worker_is_computing(void)
+{
+    return computing;
+}
+
+void sa_math_enter(void)
+{
+    computing++;
+}
+
+void sa_math_leave(void)
+{
+    computing--;
+}
+
+static int compute(sa_record *record)
+{
+    int succeeded;
+
+    computing++;
+    succeeded = record->kind->compute(record);
+    computing--;
+    return succeeded;
+}
+
 void sa_record_store_lane(sa_record *record, int succeeded, unsigned int drop_last)
 {
     capture_errors(record);
@@ -99,7 +127,7 @@ void sa_record_store_lane(sa_record *record, int succeeded, unsigned int drop_la
 
 void sa_record_compute_here(sa_record *record)
 {
-    store_result(record, record->kind->compute(record));
+    store_result(record, compute(record));
 }
 
 void sa_record_replay_errors(const sa_record *record)
@@ -129,7 +157,7 @@ int sa_operation_execute(sa_operation *op)
         return record->succeeded;      /* re-queued in a forked child */
     /* A worker's error queue is its own: whatever is on it is not ours. */
     ERR_clear_error();
-    succeeded = record->kind->compute(record);
+    succeeded = compute(record);
     if (!succeeded)
         capture_errors(record);
     ERR_clear_error();
@@ -151,8 +179,11 @@ int sa_operations_execute_lanes(sa_operation *const ops[], int count, int succee
             pending[pending_count++] = record;
     }
     ERR_clear_error();
-    if (pending_count > 0 && pending[0]->kind->compute_lanes != NULL)
+    if (pending_count > 0 && pending[0]->kind->compute_lanes != NULL) {
+        computing++;
         lanes_used = pending[0]->kind->compute_lanes(pending, pending_count, in_lanes);
+        computing--;
+    }
     ERR_clear_error();
     for (i = 0; i < pending_count; i++)
         if (!in_lanes[i])

@@ -79,5 +79,12 @@ int sa_record_run(sa_record *record);
 
 /* Should this operation be computed on the calling thread, no record made? */
 int sa_compute_inline(void);
+/*
+ * Around math computed on the application's thread without a record (the
+ * provider's inline calls of its target): what it calls of ours, such as a
+ * key with the engine's method, is part of it, not counted or offloaded again.
+ */
+void sa_math_enter(void);
+void sa_math_leave(void);
 
 #endif

@@ -46,10 +46,14 @@ public enum Soak {
         var signature: OpaquePointer?
     }
 
-    public static func run(engine: LoadedEngine, operations target: Int, seed: UInt64,
-                           progress: (String) -> Void = { _ in }) throws -> Report {
+    /// With `provider`, the operations go through the provider (the same .so
+    /// as `engine`, so the same pool, the same counters and the same ctrls to
+    /// reshape it with); else through the engine.
+    public static func run(engine: LoadedEngine, provider: LoadedProvider? = nil, operations target: Int,
+                           seed: UInt64, progress: (String) -> Void = { _ in }) throws -> Report {
         var random = SplitMix64(seed: seed)
-        let fixtures = try Fixtures(engine: engine)
+        let fixtures: SoakFixtures = try provider.map { try ProviderFixtures(provider: $0) }
+            ?? Fixtures(engine: engine)
         let started = Date()
         let before = try engine.stats()
         var report = Report()
@@ -118,11 +122,11 @@ public enum Soak {
 
     /// The second application thread: operations outside any job.
     final class SideThread: @unchecked Sendable {
-        let fixtures: Fixtures
+        let fixtures: SoakFixtures
         let seed: UInt64
         let state = Locked((stop: false, done: false, issued: [String: Int](), mismatches: [String]()))
 
-        init(fixtures: Fixtures, seed: UInt64) {
+        init(fixtures: SoakFixtures, seed: UInt64) {
             self.fixtures = fixtures
             self.seed = seed
         }
@@ -153,7 +157,7 @@ public enum Soak {
     }
 
     /// Keys, inputs and default OpenSSL's answers, made once.
-    final class Fixtures: @unchecked Sendable {
+    final class Fixtures: SoakFixtures, @unchecked Sendable {
         static let tableSize = 64
         let rsa1024: RSAKeyPair
         let rsa2048: RSAKeyPair
@@ -244,6 +248,171 @@ public enum Soak {
                              check: { $0 > 0 && box.output == expected })
         }
     }
+}
+
+/// Where a soak's operations come from.
+protocol SoakFixtures: AnyObject, Sendable {
+    /// A random operation, weighted towards the cheap ones as a TLS server's mix is.
+    func make(_ random: inout SplitMix64) -> Soak.Operation
+}
+
+/// The provider's mix, all through EVP in the provider's library context,
+/// each operation on a context of its own (as a TLS server makes them):
+/// X25519 and P-256 ECDH (byte-equal), P-256 ECDSA and RSA-2048 PSS
+/// digest-sign (verified by the default provider), RSA-2048 PKCS#1 v1.5
+/// (byte-equal), RSA-2048 OAEP decryption (byte-equal), P-256 key generation.
+final class ProviderFixtures: SoakFixtures, @unchecked Sendable {
+    static let tableSize = 64
+    let provider: LoadedProvider
+    let rsa: OpaquePointer, rsaPlain: OpaquePointer
+    let ecdsa: OpaquePointer, ecdsaPlain: OpaquePointer
+    let exchanges: [(type: String, own: OpaquePointer, peer: OpaquePointer, secret: [UInt8])]
+    let digests: [[UInt8]]
+    let signatures: [[UInt8]]           /* RSA PKCS#1 v1.5 of digests[i], by the default provider */
+    let ciphertexts: [([UInt8], [UInt8])]
+
+    init(provider: LoadedProvider) throws {
+        self.provider = provider
+        func generate(_ type: String, in context: OpaquePointer, group: String? = nil) throws -> OpaquePointer {
+            guard let key = LoadedProvider.generate(type, in: context, group: group) else { throw HarnessError("\(type) key") }
+            return key
+        }
+        let rsa = try generate("RSA", in: provider.context)
+        let rsaPlain = try required(LoadedProvider.copy(rsa, to: provider.plain))
+        self.rsa = rsa
+        self.rsaPlain = rsaPlain
+        ecdsa = try generate("EC", in: provider.context, group: "P-256")
+        ecdsaPlain = try required(LoadedProvider.copy(ecdsa, to: provider.plain))
+        exchanges = try (0..<Self.tableSize).map { index in
+            let (type, group): (String, String?) = index % 2 == 0 ? ("X25519", nil) : ("EC", "P-256")
+            let own = try generate(type, in: provider.context, group: group)
+            let other = try generate(type, in: provider.plain, group: group)
+            let peer = try required(LoadedProvider.copyPublic(other, to: provider.context))
+            let ownPlain = try required(LoadedProvider.copy(own, to: provider.plain))
+            defer { EVP_PKEY_free(other); EVP_PKEY_free(ownPlain) }
+            let secret = Self.derive(in: provider.plain, ownPlain, try required(LoadedProvider.copyPublic(peer, to: provider.plain)), freePeer: true).1
+            return (type == "EC" ? "ecdh_derive" : "x25519_derive", own, peer, secret)
+        }
+        let digests = (0..<Self.tableSize).map { _ in randomBytes(32) }
+        self.digests = digests
+        signatures = digests.map { Self.sign(rsaPlain, in: provider.plain, $0).1 }
+        ciphertexts = (0..<Self.tableSize).map { _ in
+            let message = randomBytes(48)
+            let encrypter = EVP_PKEY_CTX_new_from_pkey(provider.plain, rsaPlain, nil)!
+            defer { EVP_PKEY_CTX_free(encrypter) }
+            var out = [UInt8](repeating: 0, count: 256)
+            var length = out.count
+            EVP_PKEY_encrypt_init(encrypter)
+            EVP_PKEY_CTX_set_rsa_padding(encrypter, RSA_PKCS1_OAEP_PADDING)
+            EVP_PKEY_encrypt(encrypter, &out, &length, message, message.count)
+            return (Array(out.prefix(length)), message)
+        }
+    }
+
+    deinit {
+        [rsa, rsaPlain, ecdsa, ecdsaPlain].forEach { EVP_PKEY_free($0) }
+        exchanges.forEach { EVP_PKEY_free($0.own); EVP_PKEY_free($0.peer) }
+    }
+
+    static func derive(in context: OpaquePointer, _ own: OpaquePointer, _ peer: OpaquePointer, freePeer: Bool = false) -> (Int32, [UInt8]) {
+        defer { if freePeer { EVP_PKEY_free(peer) } }
+        guard let deriver = EVP_PKEY_CTX_new_from_pkey(context, own, nil) else { return (0, []) }
+        defer { EVP_PKEY_CTX_free(deriver) }
+        var secret = [UInt8](repeating: 0, count: 66)
+        var length = secret.count
+        guard EVP_PKEY_derive_init(deriver) == 1, EVP_PKEY_derive_set_peer(deriver, peer) == 1 else { return (0, []) }
+        let result = EVP_PKEY_derive(deriver, &secret, &length)
+        return (result, Array(secret.prefix(result == 1 ? length : 0)))
+    }
+
+    /// EVP_PKEY_sign with SHA-256 and `padding` (RSA) on a new context.
+    static func sign(_ key: OpaquePointer, in context: OpaquePointer, _ digest: [UInt8], padding: Int32? = nil) -> (Int32, [UInt8]) {
+        guard let signer = EVP_PKEY_CTX_new_from_pkey(context, key, nil) else { return (0, []) }
+        defer { EVP_PKEY_CTX_free(signer) }
+        var signature = [UInt8](repeating: 0, count: 512)
+        var length = signature.count
+        guard EVP_PKEY_sign_init(signer) == 1, EVP_PKEY_CTX_set_signature_md(signer, EVP_sha256()) == 1 else { return (0, []) }
+        if let padding { EVP_PKEY_CTX_set_rsa_padding(signer, padding) }
+        let result = EVP_PKEY_sign(signer, &signature, &length, digest, digest.count)
+        return (result, Array(signature.prefix(result == 1 ? length : 0)))
+    }
+
+    static func verifies(_ key: OpaquePointer, in context: OpaquePointer, _ signature: [UInt8], _ message: [UInt8], digestSign: Bool) -> Bool {
+        let verifier = EVP_MD_CTX_new()!
+        defer { EVP_MD_CTX_free(verifier) }
+        var pkeyContext: OpaquePointer?
+        if digestSign {
+            guard EVP_DigestVerifyInit_ex(verifier, &pkeyContext, "SHA256", context, nil, key, nil) == 1 else { return false }
+            EVP_PKEY_CTX_set_rsa_padding(pkeyContext, RSA_PKCS1_PSS_PADDING)
+            return EVP_DigestVerify(verifier, signature, signature.count, message, message.count) == 1
+        }
+        guard let plain = EVP_PKEY_CTX_new_from_pkey(context, key, nil) else { return false }
+        defer { EVP_PKEY_CTX_free(plain) }
+        return EVP_PKEY_verify_init(plain) == 1 && EVP_PKEY_CTX_set_signature_md(plain, EVP_sha256()) == 1
+            && EVP_PKEY_verify(plain, signature, signature.count, message, message.count) == 1
+    }
+
+    func make(_ random: inout SplitMix64) -> Soak.Operation {
+        let pick = random.below(Self.tableSize)
+        let box = Soak.Box()
+        let context = provider.context, plain = provider.plain
+        switch random.below(100) {
+        case 0..<60:
+            let (algorithm, own, peer, secret) = exchanges[pick]
+            return Soak.Operation(algorithm: algorithm, body: {
+                let (result, bytes) = Self.derive(in: context, own, peer); box.bytes = bytes; return result
+            }, check: { $0 > 0 && box.bytes == secret })
+        case 60..<75:
+            let digest = digests[pick], key = ecdsa, verifier = ecdsaPlain
+            return Soak.Operation(algorithm: "ecdsa_sign", body: {
+                let (result, bytes) = Self.sign(key, in: context, digest); box.bytes = bytes; return result
+            }, check: { $0 > 0 && Self.verifies(verifier, in: plain, box.bytes, digest, digestSign: false) })
+        case 75..<85:
+            let digest = digests[pick], expected = signatures[pick], key = rsa
+            return Soak.Operation(algorithm: "rsa_private_encrypt", body: {
+                let (result, bytes) = Self.sign(key, in: context, digest, padding: RSA_PKCS1_PADDING); box.bytes = bytes; return result
+            }, check: { $0 > 0 && box.bytes == expected })
+        case 85..<93:
+            let message = digests[pick], key = rsa, verifier = rsaPlain
+            return Soak.Operation(algorithm: "rsa_private_encrypt", body: {
+                let signer = EVP_MD_CTX_new()!
+                defer { EVP_MD_CTX_free(signer) }
+                var pkeyContext: OpaquePointer?
+                var signature = [UInt8](repeating: 0, count: 256)
+                var length = signature.count
+                guard EVP_DigestSignInit_ex(signer, &pkeyContext, "SHA256", context, nil, key, nil) == 1 else { return 0 }
+                EVP_PKEY_CTX_set_rsa_padding(pkeyContext, RSA_PKCS1_PSS_PADDING)
+                let result = EVP_DigestSign(signer, &signature, &length, message, message.count)
+                box.bytes = Array(signature.prefix(result == 1 ? length : 0)); return result
+            }, check: { $0 > 0 && Self.verifies(verifier, in: plain, box.bytes, message, digestSign: true) })
+        case 93..<97:
+            let (ciphertext, message) = ciphertexts[pick], key = rsa
+            return Soak.Operation(algorithm: "rsa_private_decrypt", body: {
+                guard let decrypter = EVP_PKEY_CTX_new_from_pkey(context, key, nil) else { return 0 }
+                defer { EVP_PKEY_CTX_free(decrypter) }
+                var out = [UInt8](repeating: 0, count: 256)
+                var length = out.count
+                guard EVP_PKEY_decrypt_init(decrypter) == 1,
+                      EVP_PKEY_CTX_set_rsa_padding(decrypter, RSA_PKCS1_OAEP_PADDING) == 1 else { return 0 }
+                let result = EVP_PKEY_decrypt(decrypter, &out, &length, ciphertext, ciphertext.count)
+                box.bytes = Array(out.prefix(result == 1 ? length : 0)); return result
+            }, check: { $0 > 0 && box.bytes == message })
+        default:
+            return Soak.Operation(algorithm: "ec_keygen", body: {
+                box.signature = LoadedProvider.generate("EC", in: context, group: "P-256"); return box.signature == nil ? 0 : 1
+            }, check: { result in
+                defer { EVP_PKEY_free(box.signature) }
+                guard result == 1, let key = box.signature, let checker = EVP_PKEY_CTX_new_from_pkey(plain, key, nil) else { return false }
+                defer { EVP_PKEY_CTX_free(checker) }
+                return EVP_PKEY_check(checker) == 1
+            })
+        }
+    }
+}
+
+func required<T>(_ value: T?, _ what: String = "a key") throws -> T {
+    guard let value else { throw HarnessError(what) }
+    return value
 }
 
 /// A small seeded generator, so that a soak can be replayed with --seed.

@@ -21,6 +21,8 @@ func poolRunAndWait(_ operation: UnsafeMutablePointer<sa_operation>) -> Int32 {
 
 @_cdecl("sa_stats_note_inline")
 func statsNoteInline(_ algorithm: sa_algorithm, _ succeeded: Int32) {
+    // Part of an operation a worker computes (counted there), not one of the application's.
+    guard sa_worker_is_computing() == 0 else { return }
     EngineRuntime.shared.noteInline(algorithm, succeeded: succeeded != 0)
 }
 

@@ -5,7 +5,7 @@ import Foundation
 struct SoakCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "soak",
-        abstract: "Mixed operations through the engine in random interleavings, each checked against default OpenSSL.",
+        abstract: "Mixed operations through the engine (or the provider) in random interleavings, each checked against default OpenSSL.",
         discussion: """
             Rounds of 1-64 async jobs woken by wait fds or callbacks (some with spurious resumes), the pool \
             reshaped and sync offload switched between rounds, and a second thread calling outside jobs. \
@@ -21,12 +21,17 @@ struct SoakCommand: ParsableCommand {
     @Option(help: "Seed of the random interleaving (default: from the clock).")
     var seed: UInt64?
 
+    @Flag(help: "Run the operations through the .so as a provider (EVP in a library context with it preferred); the engine, loaded too, reshapes the shared pool.")
+    var provider = false
+
     func run() throws {
         let engine = try options.load()
         defer { engine.close() }
         let seed = seed ?? UInt64(Date().timeIntervalSince1970 * 1000)
-        print("soak: \(operations) operations, seed \(seed), \(engine.path)")
-        let report = try Soak.run(engine: engine, operations: operations, seed: seed) { print("soak: \($0)") }
+        let loaded = provider ? try LoadedProvider(path: engine.path) : nil
+        defer { loaded?.close() }
+        print("soak: \(operations) operations, seed \(seed), \(engine.path)\(provider ? " as a provider" : "")")
+        let report = try Soak.run(engine: engine, provider: loaded, operations: operations, seed: seed) { print("soak: \($0)") }
         for (algorithm, counted) in report.counted.sorted(by: { $0.key < $1.key }) {
             let issued = report.issued[algorithm] ?? 0
             print("soak: \(algorithm): \(issued) issued; offloaded \(counted["offloaded"]!), handed back \(counted["completed"]!), inline \(counted["inline"]!), queue-full retries \(counted["retried"]!), in 8-lane calls \(counted["lanes"]!) (\(counted["lane_calls"]!) calls)")

@@ -243,6 +243,42 @@ final class ProviderTests: XCTestCase {
         XCTAssertEqual(SelfCheck.freshSignaturesAgreeing(rsa, count: 8), 8, "the engine signs on a new pool")
     }
 
+    /// The engine and the provider in one process: the target's EC and RSA
+    /// code then runs on keys with the engine's methods. A worker computing
+    /// a provider step must do the engine's part itself, uncounted: with one
+    /// worker and SYNC_OFFLOAD it once waited for itself (the provider soak
+    /// hung). Every step counted once.
+    func testEngineAndProviderTogetherNeverWaitOnThemselves() throws {
+        let engine = try LoadedEngine()
+        defer { engine.close() }
+        try engine.set("THREADS", "1")
+        try engine.set("SYNC_OFFLOAD", "1")
+        defer { try? engine.set("SYNC_OFFLOAD", "0"); try? engine.set("THREADS", "0") }
+        let rsa = try XCTUnwrap(LoadedProvider.generate("RSA", in: loaded.context))
+        defer { EVP_PKEY_free(rsa) }
+        let before = try loaded.stats()
+        let generators = (0..<4).map { _ -> OpaquePointer in
+            let generator = EVP_PKEY_CTX_new_from_name(loaded.context, "EC", nil)!
+            XCTAssertEqual(EVP_PKEY_keygen_init(generator), 1)
+            XCTAssertEqual(EVP_PKEY_CTX_set_group_name(generator, "P-256"), 1)
+            return generator
+        }
+        defer { generators.forEach { EVP_PKEY_CTX_free($0) } }
+        let keys = generators.map { _ in GeneratedKey() }
+        let signers = (0..<4).map { _ in signer(rsa, in: loaded.context) }
+        defer { signers.forEach { EVP_PKEY_CTX_free($0) } }
+        let bodies: [() -> Int32] = zip(generators, keys).map { generator, box in { EVP_PKEY_generate(generator, &box.key) } }
+            + signers.map { signer in { Self.sign(signer, randomBytes(32)).0 } }
+        XCTAssertEqual(try AsyncBatch.run(bodies, mode: .waitFD, timeout: 20).results, Array(repeating: 1, count: 8))
+        // Outside jobs, SYNC_OFFLOAD: the application thread waits for the one worker.
+        XCTAssertEqual(Self.sign(signers[0], randomBytes(32)).0, 1)
+        let after = try loaded.stats()
+        for (algorithm, count) in [("ec_keygen", 4), ("rsa_private_encrypt", 5)] {
+            let counted = ["offloaded", "inline"].map { after.count(algorithm, $0) - before.count(algorithm, $0) }
+            XCTAssertEqual(counted, [count, 0], "\(algorithm): each step counted once, offloaded")
+        }
+    }
+
     /// Outside a job nothing is offloaded, and a size query never is.
     func testOutsideJobsAndSizeQueriesStayInline() throws {
         let key = try XCTUnwrap(LoadedProvider.generate("EC", in: loaded.context, group: "P-256"))

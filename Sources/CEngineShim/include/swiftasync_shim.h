@@ -98,6 +98,12 @@ void sa_operation_release(sa_operation *op);
 int sa_wake_deliver(const sa_wake *wake);
 /* A worker thread is about to exit: frees OpenSSL's state for the thread. */
 void sa_worker_will_exit(void);
+/*
+ * 1 while this thread computes an operation's math: whatever that math calls of
+ * ours (a key with the engine's method, the engine and the provider loaded
+ * together) runs there, uncounted, and never waits for the pool.
+ */
+int sa_worker_is_computing(void);
 /* A blocking eventfd for a thread that waits outside async jobs; -1 on error. */
 int sa_eventfd_new_blocking(void);
 /* In a forked child: gives every wait ctx's eventfd a private successor. */

@@ -72,12 +72,22 @@ static void release_call_inputs(sa_record *base)
     (void)base;
 }
 
+/*
+ * Buffers are never NULL, even for zero bytes: the target takes a NULL
+ * output for a size query and would answer one where the caller offered a
+ * buffer too small (the fuzzer found it: success where default OpenSSL fails).
+ */
+static size_t allocated(size_t length)
+{
+    return length > 0 ? length : 1;
+}
+
 static void destroy_call(sa_record *base)
 {
     call_record *record = (call_record *)base;
 
-    OPENSSL_clear_free(record->input, record->input_length);
-    OPENSSL_clear_free(record->output, record->output_capacity);
+    OPENSSL_clear_free(record->input, allocated(record->input_length));
+    OPENSSL_clear_free(record->output, allocated(record->output_capacity));
     OPENSSL_clear_free(record, sizeof(*record));
 }
 
@@ -97,11 +107,13 @@ static call_record *call_record_new(sa_algorithm algorithm, call_shape shape, vo
     record->ctx = ctx;
     record->output_capacity = outsize;
     record->output_length = outsize;
-    if ((inlen > 0 && (record->input = OPENSSL_memdup(in, inlen)) == NULL)
-        || (outsize > 0 && (record->output = OPENSSL_malloc(outsize)) == NULL)) {
+    if ((record->input = OPENSSL_malloc(allocated(inlen))) == NULL
+        || (shape != CALL_GEN && (record->output = OPENSSL_malloc(allocated(outsize))) == NULL)) {
         sa_record_release(&record->base);
         return NULL;
     }
+    if (inlen > 0)
+        memcpy(record->input, in, inlen);
     record->input_length = inlen;
     return record;
 }
@@ -135,7 +147,9 @@ static int forward_in_out(const call_slot *slot, int id, void *ctx, unsigned cha
     if (out == NULL)                       /* a size query: nothing to compute */
         return original(ctx, out, outlen, outsize, in, inlen);
     if ((record = call_record_new(slot->algorithm, CALL_IN_OUT, ctx, in, inlen, outsize)) == NULL) {
+        sa_math_enter();
         ok = original(ctx, out, outlen, outsize, in, inlen);
+        sa_math_leave();
         sa_stats_note_inline(slot->algorithm, ok > 0);
         return ok;
     }
@@ -156,7 +170,9 @@ static int forward_final(const call_slot *slot, int id, void *ctx, unsigned char
     if (out == NULL)
         return original(ctx, out, outlen, outsize);
     if ((record = call_record_new(slot->algorithm, CALL_FINAL, ctx, NULL, 0, outsize)) == NULL) {
+        sa_math_enter();
         ok = original(ctx, out, outlen, outsize);
+        sa_math_leave();
         sa_stats_note_inline(slot->algorithm, ok > 0);
         return ok;
     }
@@ -294,7 +310,9 @@ static void *forward_gen(const call_slot *slot, void *genctx, OSSL_CALLBACK *cal
     if (makes_parameters_only(genctx))
         return original(genctx, callback, arg);
     if ((record = call_record_new(slot->algorithm, CALL_GEN, genctx, NULL, 0, 0)) == NULL) {
+        sa_math_enter();
         generated = original(genctx, callback, arg);
+        sa_math_leave();
         sa_stats_note_inline(slot->algorithm, generated != NULL);
         return generated;
     }

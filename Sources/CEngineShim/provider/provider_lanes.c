@@ -69,7 +69,7 @@ static int curve_nid(const char *name)
 /* ---- Reading a key's numbers with the target's export ---------------- */
 
 typedef struct exported_key {
-    BIGNUM *numbers[8];            /* RSA: n e d p q dP dQ qInv; EC: d */
+    BIGNUM *numbers[8];            /* RSA: n e d p q dP dQ qInv; EC: d, or the point's x and y */
     int extra_primes;
     unsigned char octets[SA_EC_LANE_MAX_BYTES * 2 + 1];   /* EC public point; X25519 key */
     size_t octets_length;
@@ -384,8 +384,11 @@ static known_context *entry_holding(const call_record *record, int peer_side)
 }
 
 /* The numbers of the record's key (or its peer), read with the target's export once per context. */
+typedef int (*complete_fn)(exported_key *key, const void *arg);
+
+/* `complete`, if any, adds to what the export gave (once, before it is kept). */
 static int read_key(const call_record *record, int peer_side, int selection, OSSL_CALLBACK *take,
-                    exported_key *key)
+                    exported_key *key, complete_fn complete, const void *arg)
 {
     known_context *entry;
     exported_key **cached, *copy;
@@ -399,7 +402,8 @@ static int read_key(const call_record *record, int peer_side, int selection, OSS
     if (found)
         return 1;
     if (!record->lanes.export_key(peer_side ? record->lanes.peer : record->lanes.keydata,
-                                  selection, take, key))
+                                  selection, take, key)
+        || (complete != NULL && !complete(key, arg)))
         return 0;
     if ((copy = OPENSSL_zalloc(sizeof(*copy))) == NULL || !copy_exported(key, copy)) {
         OPENSSL_free(copy);
@@ -729,7 +733,8 @@ static int rsa_sign_lanes(call_record *records[], int count, int in_lanes[])
         if (length > sizeof(l->input) || (l->rsa = read_rsa(record)) == NULL
             || sa_rsa_lane_class(l->rsa) != lane_class)
             continue;
-        memcpy(l->input, record->lanes.prefix, record->lanes.prefix_length);
+        if (record->lanes.prefix_length > 0)
+            memcpy(l->input, record->lanes.prefix, record->lanes.prefix_length);
         memcpy(l->input + record->lanes.prefix_length, signed_bytes, signed_length);
         if (!rsa_lane_padding(record, l, (int)length, size))
             continue;
@@ -777,6 +782,20 @@ typedef struct ec_lane {
     unsigned char r[SA_EC_LANE_MAX_BYTES], s[SA_EC_LANE_MAX_BYTES];
 } ec_lane;
 
+/* A peer's encoded point decoded once per context: its affine x and y in numbers[1] and [2]. */
+static int decode_point(exported_key *key, const void *arg)
+{
+    const EC_GROUP *group = arg;
+    EC_POINT *point = EC_POINT_new(group);
+    int ok = point != NULL && key->curve == EC_GROUP_get_curve_name(group)
+        && EC_POINT_oct2point(group, point, key->octets, key->octets_length, NULL)
+        && (key->numbers[1] = BN_new()) != NULL && (key->numbers[2] = BN_new()) != NULL
+        && EC_POINT_get_affine_coordinates(group, point, key->numbers[1], key->numbers[2], NULL);
+
+    EC_POINT_free(point);
+    return ok;
+}
+
 /*
  * The lane's private key, and for ECDH the peer's point (affine, z = 1); 0:
  * not in lanes. The key is exported whole: OpenSSL 3.0 exports no private
@@ -785,9 +804,8 @@ typedef struct ec_lane {
 static int prepare_ec_lane(call_record *record, ec_lane *lane, const EC_GROUP *group, int size)
 {
     exported_key own = { 0 }, peer = { 0 };
-    EC_POINT *point = NULL;
     int ok = read_key(record, 0, OSSL_KEYMGMT_SELECT_KEYPAIR | OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS,
-                      take_ec, &own)
+                      take_ec, &own, NULL, NULL)
         && own.curve == EC_GROUP_get_curve_name(group)
         && sa_ec_lane_private_key(group, own.numbers[0]) != NULL;
 
@@ -801,15 +819,14 @@ static int prepare_ec_lane(call_record *record, ec_lane *lane, const EC_GROUP *g
         ok = (lane->nonce = sa_ec_nonce_and_message(group, lane->d, digest, (int)length,
                                                     lane->message, size)) != NULL;
     }
-    else if (ok)
-        ok = read_key(record, 1, OSSL_KEYMGMT_SELECT_PUBLIC_KEY
-                      | OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS, take_ec, &peer)
-            && peer.curve == own.curve && (point = EC_POINT_new(group)) != NULL
-            && EC_POINT_oct2point(group, point, peer.octets, peer.octets_length, NULL)
-            && (lane->x = BN_new()) != NULL && (lane->y = BN_new()) != NULL
-            && (lane->z = BN_new()) != NULL && BN_one(lane->z)
-            && EC_POINT_get_affine_coordinates(group, point, lane->x, lane->y, NULL);
-    EC_POINT_free(point);
+    else if (ok && (ok = read_key(record, 1, OSSL_KEYMGMT_SELECT_PUBLIC_KEY
+                                  | OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS, take_ec, &peer,
+                                  decode_point, group)
+                    && peer.curve == own.curve && (lane->z = BN_new()) != NULL && BN_one(lane->z))) {
+        lane->x = peer.numbers[1];
+        lane->y = peer.numbers[2];
+        peer.numbers[1] = peer.numbers[2] = NULL;
+    }
     forget_exported(&own);
     forget_exported(&peer);
     return ok;
@@ -916,9 +933,9 @@ static int x25519_lanes(call_record *records[], int count, int in_lanes[])
     for (lane = 0; lane < count; lane++) {
         call_record *record = records[lane];
         exported_key own = { 0 }, theirs = { 0 };
-        int ok = read_key(record, 0, OSSL_KEYMGMT_SELECT_PRIVATE_KEY, take_x25519, &own)
+        int ok = read_key(record, 0, OSSL_KEYMGMT_SELECT_PRIVATE_KEY, take_x25519, &own, NULL, NULL)
             && own.octets_length == SA_X25519_BYTES
-            && read_key(record, 1, OSSL_KEYMGMT_SELECT_PUBLIC_KEY, take_x25519, &theirs)
+            && read_key(record, 1, OSSL_KEYMGMT_SELECT_PUBLIC_KEY, take_x25519, &theirs, NULL, NULL)
             && theirs.octets_length == SA_X25519_BYTES && sa_x25519_peer_in_lanes(theirs.octets);
 
         if (ok) {
