@@ -31,7 +31,11 @@ struct Check: ParsableCommand {
     @Option(help: "Only these sections (\(Section.allCases.map(\.rawValue).joined(separator: ", "))).")
     var only: [Section] = Section.allCases
 
+    @Flag(help: "Check the .so as an OpenSSL provider instead: every private-key step in a plain call, wait-fd and callback jobs, against the default provider, in lanes where they run.")
+    var provider = false
+
     func run() throws {
+        if provider { return try checkProvider() }
         let engine = try options.load()
         defer { engine.close() }
         print("checking \(engine.path) against \(String(cString: OpenSSL_version(OPENSSL_VERSION)))")
@@ -96,6 +100,17 @@ struct Check: ParsableCommand {
         }
         print(failures == 0 ? "all checks passed" : "\(failures) check(s) failed")
         if failures > 0 { throw ExitCode.failure }
+    }
+
+    /// The provider, loaded as openssl-provider.cnf loads it, with lanes for any fill.
+    func checkProvider() throws {
+        let loaded = try LoadedProvider(path: options.path, settings: [("MULTIBUFFER_MIN_FILL", "1")] + options.pairs())
+        defer { loaded.close() }
+        print("checking \(loaded.path) as a provider against \(String(cString: OpenSSL_version(OPENSSL_VERSION)))'s default provider")
+        let report = try ProviderCheck.run(provider: loaded, count: count)
+        report.lines.forEach { print($0) }
+        print(report.failures == 0 ? "all checks passed" : "\(report.failures) check(s) failed")
+        if report.failures > 0 { throw ExitCode.failure }
     }
 
     /// TLS handshakes whose server key exchange and signature run on the pool, both wake modes.

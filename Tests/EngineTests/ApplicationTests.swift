@@ -130,6 +130,14 @@ final class ApplicationTests: XCTestCase {
         }
     }
 
+    /// `engine-loader check --provider`: 13 steps, three routes each, all agreeing and counted where they ran.
+    func testEngineLoaderChecksTheProvider() throws {
+        let check = try run([loader, "check", "--provider", "--engine", enginePath, "--count", "4"])
+        XCTAssertEqual(check.status, 0, check.output)
+        XCTAssertEqual(check.output.components(separatedBy: "ok   provider:").count - 1, 39, check.output)
+        XCTAssertTrue(check.output.contains("all checks passed"), check.output)
+    }
+
     func testEngineLoaderInfoAndCheck() throws {
         let info = try run([loader, "info", "--engine", enginePath])
         XCTAssertEqual(info.status, 0, info.output)
