@@ -158,8 +158,9 @@ for kind in EC:P-256 EC:P-384 X25519 X448; do
     options=(); if [ "$algorithm" = EC ]; then options=(-pkeyopt ec_paramgen_curve:$curve); fi
     peer=peer$curve.pub
     check "$name key generation: a key pair the default provider agrees with" '
-        through genpkey -algorithm $algorithm "${options[@]}" -out generated.pem
-        offloaded $counter
+        in_lanes genpkey -algorithm $algorithm "${options[@]}" -out generated.pem
+        if [ $algorithm = X448 ]; then offloaded $counter; else laned $counter; fi
+        plain pkey -in generated.pem -check -noout
         plain pkey -in generated.pem -pubout -out generated.pub
         plain pkeyutl -derive -inkey generated.pem -peerkey $peer -out ours.secret
         plain pkeyutl -derive -inkey peer$curve.pem -peerkey generated.pub -out theirs.secret
@@ -232,15 +233,15 @@ handshakes_offloaded() {
         done'
 }
 handshakes_offloaded "TLS 1.3, RSA certificate, X25519" rsa2048.pem rsa-cert.pem "-groups X25519" "-tls1_3" \
-    rsa_private_encrypt=$handshakes:lanes x25519_keygen=$handshakes x25519_derive=$handshakes:lanes
+    rsa_private_encrypt=$handshakes:lanes x25519_keygen=$handshakes:lanes x25519_derive=$handshakes:lanes
 handshakes_offloaded "TLS 1.3, ECDSA certificate, P-256" ecP-256.pem ec-cert.pem "-groups P-256" "-tls1_3" \
-    ecdsa_sign=$handshakes:lanes ec_keygen=$handshakes ecdh_derive=$handshakes:lanes
+    ecdsa_sign=$handshakes:lanes ec_keygen=$handshakes:lanes ecdh_derive=$handshakes:lanes
 handshakes_offloaded "TLS 1.2, RSA certificate, ECDHE P-256" rsa2048.pem rsa-cert.pem "-groups P-256" \
     "-tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256" \
-    rsa_private_encrypt=$handshakes:lanes ec_keygen=$handshakes ecdh_derive=$handshakes:lanes
+    rsa_private_encrypt=$handshakes:lanes ec_keygen=$handshakes:lanes ecdh_derive=$handshakes:lanes
 handshakes_offloaded "TLS 1.2, ECDSA certificate, X25519" ecP-256.pem ec-cert.pem "-groups X25519" \
     "-tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256" \
-    ecdsa_sign=$handshakes:lanes x25519_keygen=$handshakes x25519_derive=$handshakes:lanes
+    ecdsa_sign=$handshakes:lanes x25519_keygen=$handshakes:lanes x25519_derive=$handshakes:lanes
 handshakes_offloaded "TLS 1.2, RSA key exchange (pre-master secret decryption)" rsa2048.pem rsa-cert.pem \
     "-cipher AES128-SHA:@SECLEVEL=0" "-tls1_2 -cipher AES128-SHA:@SECLEVEL=0" rsa_private_decrypt=$handshakes
 if [ "${series%%.*}" -gt 3 ] || [ "${series#*.}" -ge 5 ]; then
@@ -249,7 +250,7 @@ if [ "${series%%.*}" -gt 3 ] || [ "${series#*.}" -ge 5 ]; then
     # half (an encapsulation) stays inline in the forward target.
     handshakes_offloaded "TLS 1.3, RSA certificate, X25519MLKEM768 (the default key share)" rsa2048.pem \
         rsa-cert.pem "" "-tls1_3" \
-        rsa_private_encrypt=$handshakes:lanes x25519_keygen=$handshakes x25519_derive=$handshakes:lanes
+        rsa_private_encrypt=$handshakes:lanes x25519_keygen=$handshakes:lanes x25519_derive=$handshakes:lanes
     check "the hybrid key share was X25519MLKEM768" 'grep -q "group: X25519MLKEM768" client.log'
 fi
 

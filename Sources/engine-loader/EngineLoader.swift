@@ -72,7 +72,7 @@ struct Info: ParsableCommand {
         print("openssl:     \(String(cString: OpenSSL_version(OPENSSL_VERSION)))")
         print("offloaded:   RSA sign and decrypt; ECDSA sign; ECDH, X25519 and X448 derive; EC, X25519 and X448 key generation")
         print("pool:        \(stats.header["threads"] ?? 0) worker threads, queue depth \(stats.header["queue_depth"] ?? 0), sync offload \(stats.header["sync_offload"] == 1 ? "on" : "off")")
-        print("8-lane path: \(Self.describe(multibuffer: stats.multibuffer)); through the provider: RSA sign and digest-sign (PKCS#1 v1.5, PSS, none), ECDSA, ECDH, X25519 derive")
+        print("8-lane path: \(Self.describe(multibuffer: stats.multibuffer)); through the provider: RSA sign and digest-sign (PKCS#1 v1.5, PSS, none), ECDSA, ECDH, X25519 derive, EC and X25519 key generation")
         print("settings:    the engine's ctrl names, as lines of the provider's openssl.cnf section, or SWIFTASYNC_<NAME>; forward = provider=NAME")
     }
 

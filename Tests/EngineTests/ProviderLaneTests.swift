@@ -198,6 +198,44 @@ final class ProviderLaneTests: XCTestCase {
         }
     }
 
+    /// EC and X25519 key pairs made in lanes and imported into the target's
+    /// key manager: each passes the default provider's pair-wise check, and
+    /// derives the default provider's secret with a peer.
+    func testKeyGenerationInLanes() throws {
+        for (type, group, counter) in [("EC", "P-256", "ec_keygen"), ("EC", "P-384", "ec_keygen"),
+                                       ("EC", "P-521", "ec_keygen"), ("X25519", nil, "x25519_keygen")] {
+            let label = group ?? type
+            let generators = (0..<8).map { _ -> OpaquePointer in
+                let generator = EVP_PKEY_CTX_new_from_name(loaded.context, type, nil)!
+                XCTAssertEqual(EVP_PKEY_keygen_init(generator), 1)
+                if let group { XCTAssertEqual(EVP_PKEY_CTX_set_group_name(generator, group), 1) }
+                return generator
+            }
+            defer { generators.forEach { EVP_PKEY_CTX_free($0) } }
+            let keys = generators.map { _ in GeneratedKey() }
+            let run = try inJobs(counter, zip(generators, keys).map { generator, box in { EVP_PKEY_generate(generator, &box.key) } })
+            assertInLanes(run, 8, label)
+            let peer = try XCTUnwrap(LoadedProvider.generate(type, in: loaded.context, group: group))
+            defer { EVP_PKEY_free(peer) }
+            var publicKeys = Set<[UInt8]>()
+            for box in keys {
+                let key = try XCTUnwrap(box.key)
+                let plainKey = try XCTUnwrap(LoadedProvider.copy(key, to: loaded.plain))
+                defer { EVP_PKEY_free(plainKey) }
+                let checker = EVP_PKEY_CTX_new_from_pkey(loaded.plain, plainKey, nil)!
+                XCTAssertEqual(EVP_PKEY_pairwise_check(checker), 1, "\(label): the key pair agrees")
+                EVP_PKEY_CTX_free(checker)
+                XCTAssertEqual(try derive(in: loaded.context, key, peer), try plainSecret(key, peer), "\(label): its secret")
+                var length = 0
+                EVP_PKEY_get_octet_string_param(key, "pub", nil, 0, &length)
+                var encoded = [UInt8](repeating: 0, count: length)
+                EVP_PKEY_get_octet_string_param(key, "pub", &encoded, length, &length)
+                publicKeys.insert(encoded)
+            }
+            XCTAssertEqual(publicKeys.count, 8, "\(label): eight different keys")
+        }
+    }
+
     /// Contexts freed and made again (their addresses come back), for keys in
     /// turn, a context duplicated, a peer replaced: each result is the one
     /// its own key and peer give, never a remembered one.

@@ -22,6 +22,8 @@
 
 typedef void *(*gen_init_fn)(void *provctx, int selection, const OSSL_PARAM params[]);
 typedef void (*gen_cleanup_fn)(void *genctx);
+typedef int (*gen_set_params_fn)(void *genctx, const OSSL_PARAM params[]);
+typedef int (*gen_set_template_fn)(void *genctx, void *template_keydata);
 typedef int (*key_init_fn)(void *ctx, void *provkey, const OSSL_PARAM params[]);
 typedef int (*digest_init_fn)(void *ctx, const char *mdname, void *provkey, const OSSL_PARAM params[]);
 typedef int (*digest_update_fn)(void *ctx, const unsigned char *data, size_t length);
@@ -35,6 +37,7 @@ typedef void *(*dup_ctx_fn)(void *ctx);
 /* The highest function id we know, per operation: a table with others gets no lanes. */
 #define SIGNATURE_HIGHEST_KNOWN 32
 #define KEYEXCH_HIGHEST_KNOWN 11
+#define KEYMGMT_HIGHEST_KNOWN 46
 #define FUNCTION_IDS 64
 
 /*
@@ -291,13 +294,35 @@ static void *forward_gen_init(const call_slot *slot, void *provctx, int selectio
 
     if (genctx != NULL && (selection & OSSL_KEYMGMT_SELECT_KEYPAIR) == 0)
         note_parameter_context(genctx, 1);
+    else if (genctx != NULL && slot->lanes)
+        sa_lanes_note_generation(genctx, provctx, params);
     return genctx;
+}
+
+static int forward_gen_set_params(const call_slot *slot, void *genctx, const OSSL_PARAM params[])
+{
+    int ok = ORIGINAL(slot, gen_set_params_fn, OSSL_FUNC_KEYMGMT_GEN_SET_PARAMS)(genctx, params);
+
+    if (slot->lanes)
+        sa_lanes_note_generation_params(genctx, params);
+    return ok;
+}
+
+static int forward_gen_set_template(const call_slot *slot, void *genctx, void *template_keydata)
+{
+    int ok = ORIGINAL(slot, gen_set_template_fn, OSSL_FUNC_KEYMGMT_GEN_SET_TEMPLATE)(genctx, template_keydata);
+
+    if (slot->lanes)
+        sa_lanes_note_generation_template(genctx, template_keydata);
+    return ok;
 }
 
 static void forward_gen_cleanup(const call_slot *slot, void *genctx)
 {
     if (genctx != NULL)
         note_parameter_context(genctx, 0);
+    if (genctx != NULL && slot->lanes)
+        sa_lanes_forget(genctx);
     ORIGINAL(slot, gen_cleanup_fn, OSSL_FUNC_KEYMGMT_GEN_CLEANUP)(genctx);
 }
 
@@ -317,6 +342,8 @@ static void *forward_gen(const call_slot *slot, void *genctx, OSSL_CALLBACK *cal
         return generated;
     }
     record->gen = original;
+    if (slot->lanes)
+        sa_lanes_attach(record, LANES_GENERATE, NULL);
     record->callback = callback;
     record->callback_arg = arg;
     generated = sa_record_run(&record->base) ? record->generated : NULL;
@@ -352,6 +379,10 @@ static int slots_used;
     { return forward_gen_init(&slots[i], p, selection, params); }                           \
     static void gen_cleanup_##i(void *g)                                                    \
     { forward_gen_cleanup(&slots[i], g); }                                                  \
+    static int gen_set_params_##i(void *g, const OSSL_PARAM p[])                            \
+    { return forward_gen_set_params(&slots[i], g, p); }                                     \
+    static int gen_set_template_##i(void *g, void *t)                                       \
+    { return forward_gen_set_template(&slots[i], g, t); }                                   \
     KEY_INIT(i, sign_init, OSSL_FUNC_SIGNATURE_SIGN_INIT)                                   \
     KEY_INIT(i, verify_init, OSSL_FUNC_SIGNATURE_VERIFY_INIT)                               \
     KEY_INIT(i, verify_recover_init, OSSL_FUNC_SIGNATURE_VERIFY_RECOVER_INIT)               \
@@ -412,6 +443,8 @@ static const struct take_over {
     { OSSL_OP_KEYMGMT, OSSL_FUNC_KEYMGMT_GEN, ALL(gen_) },
     { OSSL_OP_KEYMGMT, OSSL_FUNC_KEYMGMT_GEN_INIT, ALL(gen_init_) },
     { OSSL_OP_KEYMGMT, OSSL_FUNC_KEYMGMT_GEN_CLEANUP, ALL(gen_cleanup_) },
+    { OSSL_OP_KEYMGMT, OSSL_FUNC_KEYMGMT_GEN_SET_PARAMS, ALL(gen_set_params_) },
+    { OSSL_OP_KEYMGMT, OSSL_FUNC_KEYMGMT_GEN_SET_TEMPLATE, ALL(gen_set_template_) },
 };
 
 /* ---- Which of the target's algorithms we forward ----------------------- */
@@ -439,13 +472,14 @@ static int forwarded_algorithm(int operation, const char *names)
 }
 
 /*
- * Lanes read the context's key, noted at init: only where we see every init
- * of the table (no function id newer than we know).
+ * Lanes read the context's key (or settings), noted at init: only where we
+ * see every init of the table (no function id newer than we know).
  */
 static int lanes_possible(int operation, const OSSL_DISPATCH *theirs)
 {
     int highest = operation == OSSL_OP_SIGNATURE ? SIGNATURE_HIGHEST_KNOWN
-        : operation == OSSL_OP_KEYEXCH ? KEYEXCH_HIGHEST_KNOWN : 0;
+        : operation == OSSL_OP_KEYEXCH ? KEYEXCH_HIGHEST_KNOWN
+        : operation == OSSL_OP_KEYMGMT ? KEYMGMT_HIGHEST_KNOWN : 0;
 
     for (; theirs->function_id != 0; theirs++)
         if (theirs->function_id > highest)
@@ -486,8 +520,7 @@ const OSSL_DISPATCH *sa_provider_dispatch(int operation, const char *names,
     memcpy(ours, theirs, (count + 1) * sizeof(*ours));
     slot = slots_used++;
     slots[slot].algorithm = (sa_algorithm)algorithm;
-    slots[slot].lanes = (operation == OSSL_OP_SIGNATURE || operation == OSSL_OP_KEYEXCH)
-        && lanes_possible(operation, theirs);
+    slots[slot].lanes = lanes_possible(operation, theirs);
     for (i = 0; i < count; i++)
         take_over(operation, &ours[i], slot);
     return ours;

@@ -24,7 +24,9 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
+#include <openssl/param_build.h>
 #include <openssl/params.h>
+#include <openssl/rand.h>
 #include <openssl/rsa.h>
 
 int sa_first_name_is(const char *names, const char *name)
@@ -38,9 +40,16 @@ int sa_first_name_is(const char *names, const char *name)
 typedef enum key_type { KEY_RSA, KEY_EC, KEY_X25519, KEY_TYPES } key_type;
 
 static const char *const key_type_names[KEY_TYPES] = { "RSA", "EC", "X25519" };
+typedef void *(*new_key_fn)(void *provctx);
+typedef int (*import_key_fn)(void *keydata, int selection, const OSSL_PARAM params[]);
+typedef void (*free_key_fn)(void *keydata);
+
 static struct {
     export_fn export_key;
     get_params_fn get_params;
+    new_key_fn new_key;           /* key generation in lanes: a key made of the lanes' numbers */
+    import_key_fn import_key;
+    free_key_fn free_key;
 } key_managers[KEY_TYPES];
 
 void sa_lanes_note_key_manager(const char *names, const OSSL_DISPATCH *functions)
@@ -55,6 +64,12 @@ void sa_lanes_note_key_manager(const char *names, const OSSL_DISPATCH *functions
                 key_managers[type].export_key = (export_fn)functions->function;
             else if (functions->function_id == OSSL_FUNC_KEYMGMT_GET_PARAMS)
                 key_managers[type].get_params = (get_params_fn)functions->function;
+            else if (functions->function_id == OSSL_FUNC_KEYMGMT_NEW)
+                key_managers[type].new_key = (new_key_fn)functions->function;
+            else if (functions->function_id == OSSL_FUNC_KEYMGMT_IMPORT)
+                key_managers[type].import_key = (import_key_fn)functions->function;
+            else if (functions->function_id == OSSL_FUNC_KEYMGMT_FREE)
+                key_managers[type].free_key = (free_key_fn)functions->function;
         }
         return;
     }
@@ -175,6 +190,9 @@ typedef struct known_context {
     RSA *rsa;                       /* read from keydata, for RSA lanes */
     exported_key *own, *peer_key;   /* read from keydata and peer, for EC and X25519 lanes */
     EVP_MD_CTX *digest;             /* digest-sign: ours, of the data so far */
+    void *provctx;                  /* key generation: where its keys are made */
+    int curve;                      /* key generation, EC: the curve set, NID_undef if none yet */
+    int unusual;                    /* key generation: set to something the lanes do not make */
     struct known_context *next;
 } known_context;
 
@@ -299,6 +317,70 @@ void sa_lanes_digest_update(void *ctx, const unsigned char *data, size_t length)
         sa_lanes_forget(ctx);      /* no digest of ours, no lanes: the target signs */
         ERR_clear_error();
     }
+}
+
+/*
+ * Only a curve (EC) and the properties are settings the lanes make keys
+ * with; anything else (a seed for DHKEM, an encoding, ...) is the target's.
+ */
+static void note_settings(known_context *entry, const OSSL_PARAM params[])
+{
+    const OSSL_PARAM *param;
+    const char *name;
+
+    for (param = params; param != NULL && param->key != NULL; param++) {
+        if (strcmp(param->key, OSSL_PKEY_PARAM_GROUP_NAME) == 0
+            && OSSL_PARAM_get_utf8_string_ptr(param, &name))
+            entry->curve = curve_nid(name);
+        else if (strcmp(param->key, OSSL_KDF_PARAM_PROPERTIES) != 0)
+            entry->unusual = 1;
+    }
+}
+
+void sa_lanes_note_generation(void *genctx, void *provctx, const OSSL_PARAM params[])
+{
+    known_context *entry;
+
+    pthread_mutex_lock(&contexts_lock);
+    if ((entry = entry_of(genctx)) != NULL) {
+        entry->provctx = provctx;
+        entry->curve = NID_undef;
+        entry->unusual = 0;
+        note_settings(entry, params);
+    }
+    pthread_mutex_unlock(&contexts_lock);
+}
+
+void sa_lanes_note_generation_params(void *genctx, const OSSL_PARAM params[])
+{
+    known_context *entry;
+
+    pthread_mutex_lock(&contexts_lock);
+    if ((entry = *link_of(genctx)) != NULL)
+        note_settings(entry, params);
+    pthread_mutex_unlock(&contexts_lock);
+}
+
+/* A template (a TLS server's peer parameters) gives its curve. */
+void sa_lanes_note_generation_template(void *genctx, void *template_keydata)
+{
+    char group[64] = "";
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group)), OSSL_PARAM_END
+    };
+    int ok = key_managers[KEY_EC].get_params != NULL && template_keydata != NULL
+        && key_managers[KEY_EC].get_params(template_keydata, params) && group[0] != '\0';
+    known_context *entry;
+
+    ERR_clear_error();
+    pthread_mutex_lock(&contexts_lock);
+    if ((entry = *link_of(genctx)) != NULL) {
+        if (ok)
+            entry->curve = curve_nid(group);
+        else
+            entry->unusual = 1;
+    }
+    pthread_mutex_unlock(&contexts_lock);
 }
 
 void sa_lanes_forget(void *ctx)
@@ -600,6 +682,29 @@ static int ecdh_qualifies(call_record *record, get_params_fn get_ctx_params, sa_
     return get_ctx_params(record->ctx, params) && kdf[0] == '\0' && record->output_capacity >= size;
 }
 
+/* Key generation: a context we saw made, set only to what the lanes make, and a key manager to make keys with. */
+static void attach_generation(call_record *record)
+{
+    key_type type = record->base.public.algorithm == SA_ALG_X25519_KEYGEN ? KEY_X25519 : KEY_EC;
+    sa_lane_class lane_class = SA_LANES_NONE;
+    known_context *entry;
+
+    if (record->base.public.algorithm != SA_ALG_X25519_KEYGEN
+        && record->base.public.algorithm != SA_ALG_EC_KEYGEN)
+        return;
+    if (key_managers[type].new_key == NULL || key_managers[type].import_key == NULL
+        || key_managers[type].free_key == NULL)
+        return;
+    pthread_mutex_lock(&contexts_lock);
+    if ((entry = *link_of(record->ctx)) != NULL && entry->provctx != NULL && !entry->unusual) {
+        lane_class = type == KEY_X25519 ? SA_LANES_X25519 : sa_ec_lane_class(entry->curve);
+        record->lanes.keydata = entry->provctx;      /* where the key is made */
+    }
+    pthread_mutex_unlock(&contexts_lock);
+    if (lane_class != SA_LANES_NONE && sa_lanes_available(lane_class))
+        sa_record_set_lane_class(&record->base, lane_class);
+}
+
 /* Digest-sign: the digest of the message, or of what went by; 0 if we have none. */
 static int make_digest(call_record *record, lanes_input input, get_params_fn get_ctx_params)
 {
@@ -632,6 +737,10 @@ void sa_lanes_attach(call_record *record, lanes_input input, get_params_fn get_c
     key_type type;
     int ok;
 
+    if (input == LANES_GENERATE) {
+        attach_generation(record);
+        return;
+    }
     switch (algorithm) {
     case SA_ALG_RSA_PRIVATE_ENCRYPT: type = KEY_RSA; break;
     case SA_ALG_ECDSA_SIGN:
@@ -966,6 +1075,128 @@ static int x25519_lanes(call_record *records[], int count, int in_lanes[])
     return used;
 }
 
+/* ---- Key generation in lanes: the numbers here, the key the target's ---- */
+
+/* A key of the target's key manager holding both halves: imported, so nothing is computed again. */
+static void *made_key(key_type type, void *provctx, const OSSL_PARAM params[])
+{
+    void *keydata = key_managers[type].new_key(provctx);
+
+    if (keydata != NULL && !key_managers[type].import_key(keydata, OSSL_KEYMGMT_SELECT_ALL, params)) {
+        key_managers[type].free_key(keydata);
+        keydata = NULL;
+    }
+    return keydata;
+}
+
+static int finish_ec_key(call_record *record, const EC_GROUP *group, const BIGNUM *d,
+                         BIGNUM *x, BIGNUM *y, BIGNUM *z)
+{
+    unsigned char encoded[SA_EC_LANE_MAX_BYTES * 2 + 1];
+    EC_POINT *point = EC_POINT_new(group);
+    size_t length = 0;
+    OSSL_PARAM_BLD *build = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    int ok = point != NULL && build != NULL
+        && EC_POINT_set_Jprojective_coordinates_GFp(group, point, x, y, z, NULL)
+        && (length = EC_POINT_point2oct(group, point, POINT_CONVERSION_UNCOMPRESSED, encoded,
+                                        sizeof(encoded), NULL)) > 0
+        && OSSL_PARAM_BLD_push_utf8_string(build, OSSL_PKEY_PARAM_GROUP_NAME,
+                                           OBJ_nid2sn(EC_GROUP_get_curve_name(group)), 0)
+        && OSSL_PARAM_BLD_push_BN(build, OSSL_PKEY_PARAM_PRIV_KEY, d)
+        && OSSL_PARAM_BLD_push_octet_string(build, OSSL_PKEY_PARAM_PUB_KEY, encoded, length)
+        && (params = OSSL_PARAM_BLD_to_param(build)) != NULL
+        && (record->generated = made_key(KEY_EC, record->lanes.keydata, params)) != NULL;
+
+    OSSL_PARAM_free(params);       /* d is a secure BIGNUM: its copy sits in a block this clear-frees */
+    OSSL_PARAM_BLD_free(build);
+    EC_POINT_free(point);
+    return ok;
+}
+
+static int ec_keygen_lanes(call_record *records[], int count, int in_lanes[])
+{
+    sa_lane_class curve = records[0]->base.public.lane_class;
+    BIGNUM *d[SA_MAX_LANES] = { 0 }, *x[SA_MAX_LANES] = { 0 }, *y[SA_MAX_LANES] = { 0 };
+    BIGNUM *z[SA_MAX_LANES] = { 0 };
+    const EC_GROUP *group;
+    int lane, filled = 0, used = 0;
+    sa_lane_mask computed = 0;
+
+    pthread_once(&groups_once, make_groups);
+    if ((group = groups[curve]) == NULL)
+        return 0;
+    for (lane = 0; lane < count; lane++) {
+        if ((d[lane] = sa_ec_random_below_order(group)) == NULL || (x[lane] = BN_new()) == NULL
+            || (y[lane] = BN_new()) == NULL || (z[lane] = BN_new()) == NULL) {
+            BN_clear_free(d[lane]);
+            d[lane] = NULL;
+            continue;
+        }
+        filled++;
+    }
+    ERR_clear_error();
+    if (filled > 0)
+        computed = sa_mb_ec_public_key(curve, x, y, z, (const BIGNUM *const *)d);
+    for (lane = 0; lane < count; lane++) {
+        if (d[lane] != NULL && (computed & (1u << lane)) != 0
+            && finish_ec_key(records[lane], group, d[lane], x[lane], y[lane], z[lane])) {
+            sa_record_store_lane(&records[lane]->base, 1, 0);
+            in_lanes[lane] = 1;
+            used++;
+        }
+        ERR_clear_error();
+        BN_clear_free(d[lane]);
+        BN_free(x[lane]);
+        BN_free(y[lane]);
+        BN_free(z[lane]);
+    }
+    return used;
+}
+
+/* X25519 key pairs: random private keys, clamped as OpenSSL clamps them; public keys X25519(k, 9). */
+static int x25519_keygen_lanes(call_record *records[], int count, int in_lanes[])
+{
+    static const unsigned char base_point[SA_X25519_BYTES] = { 9 };
+    unsigned char private_keys[SA_MAX_LANES][SA_X25519_BYTES], public_keys[SA_MAX_LANES][SA_X25519_BYTES];
+    const unsigned char *private_key[SA_MAX_LANES] = { 0 }, *peer[SA_MAX_LANES] = { 0 };
+    unsigned char *out[SA_MAX_LANES] = { 0 };
+    int lane, filled = 0, used = 0;
+    sa_lane_mask computed = 0;
+
+    for (lane = 0; lane < count; lane++) {
+        if (RAND_priv_bytes(private_keys[lane], SA_X25519_BYTES) <= 0)
+            continue;
+        private_keys[lane][0] &= 248;
+        private_keys[lane][SA_X25519_BYTES - 1] &= 127;
+        private_keys[lane][SA_X25519_BYTES - 1] |= 64;
+        private_key[lane] = private_keys[lane];
+        peer[lane] = base_point;
+        out[lane] = public_keys[lane];
+        filled++;
+    }
+    ERR_clear_error();
+    if (filled > 0)
+        computed = sa_mb_x25519(out, private_key, peer);
+    for (lane = 0; lane < count; lane++) {
+        OSSL_PARAM params[] = {
+            OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PRIV_KEY, private_keys[lane], SA_X25519_BYTES),
+            OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, public_keys[lane], SA_X25519_BYTES),
+            OSSL_PARAM_END
+        };
+        if (private_key[lane] == NULL || (computed & (1u << lane)) == 0
+            || (records[lane]->generated = made_key(KEY_X25519, records[lane]->lanes.keydata, params)) == NULL) {
+            ERR_clear_error();
+            continue;
+        }
+        sa_record_store_lane(&records[lane]->base, 1, 0);
+        in_lanes[lane] = 1;
+        used++;
+    }
+    OPENSSL_cleanse(private_keys, sizeof(private_keys));
+    return used;
+}
+
 int sa_provider_compute_lanes(sa_record *records[], int count, int in_lanes[])
 {
     call_record **calls = (call_record **)records;
@@ -975,6 +1206,8 @@ int sa_provider_compute_lanes(sa_record *records[], int count, int in_lanes[])
     case SA_ALG_ECDSA_SIGN:
     case SA_ALG_ECDH_DERIVE: return ec_lanes(calls, count, in_lanes);
     case SA_ALG_X25519_DERIVE: return x25519_lanes(calls, count, in_lanes);
+    case SA_ALG_EC_KEYGEN: return ec_keygen_lanes(calls, count, in_lanes);
+    case SA_ALG_X25519_KEYGEN: return x25519_keygen_lanes(calls, count, in_lanes);
     default: return 0;
     }
 }

@@ -36,11 +36,21 @@ void sa_lanes_copy(void *from, void *to);
  * the context's settings (read with the target's get_ctx_params) and the
  * sizes qualify; else leaves it to be computed one at a time.
  */
+/*
+ * A key-pair generation context of the EC or X25519 key manager: the
+ * provider context its keys are made in, and whether its settings are ones
+ * the lanes reproduce (EC: a named curve, from its parameters or its template).
+ */
+void sa_lanes_note_generation(void *genctx, void *provctx, const OSSL_PARAM params[]);
+void sa_lanes_note_generation_params(void *genctx, const OSSL_PARAM params[]);
+void sa_lanes_note_generation_template(void *genctx, void *template_keydata);
+
 typedef enum lanes_input {
     LANES_SIGN_DIGEST,            /* sign: the record's input is the digest */
     LANES_SIGN_MESSAGE,           /* one-shot digest-sign: the input is the message */
     LANES_SIGN_FINAL,             /* digest-sign final: the digest is ours, of what went by */
     LANES_DERIVE,
+    LANES_GENERATE,               /* key-pair generation: the record's ctx is the generation context */
 } lanes_input;
 
 void sa_lanes_attach(call_record *record, lanes_input input, get_params_fn get_ctx_params);
