@@ -141,6 +141,20 @@ BIGNUM *sa_ec_nonce_and_message(const EC_GROUP *group, const BIGNUM *d,
     return nonce;
 }
 
+ECDSA_SIG *sa_ecdsa_lane_signature(const unsigned char *r, const unsigned char *s, int size)
+{
+    BIGNUM *r_number = BN_bin2bn(r, size, NULL), *s_number = BN_bin2bn(s, size, NULL);
+    ECDSA_SIG *signature = NULL;
+
+    if (r_number != NULL && s_number != NULL && !BN_is_zero(r_number) && !BN_is_zero(s_number)
+        && (signature = ECDSA_SIG_new()) != NULL && ECDSA_SIG_set0(signature, r_number, s_number))
+        return signature;
+    ECDSA_SIG_free(signature);
+    BN_free(r_number);
+    BN_free(s_number);
+    return NULL;
+}
+
 /*
  * The 8-lane X25519 gives a wrong secret for some peers whose u is nearly all
  * one bits (the fuzzer found two; in a sweep of 20,000 random dense peers

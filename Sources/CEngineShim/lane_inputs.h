@@ -41,6 +41,12 @@ BIGNUM *sa_ec_nonce_and_message(const EC_GROUP *group, const BIGNUM *d,
                                 const unsigned char *digest, int digest_length,
                                 unsigned char *message, int size);
 
+/*
+ * The signature an ECDSA lane computed, from its r and s (`size` bytes each);
+ * NULL for a zero r or s, which makes OpenSSL draw another nonce: left to it.
+ */
+ECDSA_SIG *sa_ecdsa_lane_signature(const unsigned char *r, const unsigned char *s, int size);
+
 /* Whether the 8-lane X25519 computes this peer's u right (see lane_inputs.c). */
 int sa_x25519_peer_in_lanes(const unsigned char u[SA_X25519_BYTES]);
 /* Constant-time: 1 if all bytes are zero (a low-order peer's X25519 result). */

@@ -205,12 +205,7 @@ final class ProviderLaneTests: XCTestCase {
         for (type, group, counter) in [("EC", "P-256", "ec_keygen"), ("EC", "P-384", "ec_keygen"),
                                        ("EC", "P-521", "ec_keygen"), ("X25519", nil, "x25519_keygen")] {
             let label = group ?? type
-            let generators = (0..<8).map { _ -> OpaquePointer in
-                let generator = EVP_PKEY_CTX_new_from_name(loaded.context, type, nil)!
-                XCTAssertEqual(EVP_PKEY_keygen_init(generator), 1)
-                if let group { XCTAssertEqual(EVP_PKEY_CTX_set_group_name(generator, group), 1) }
-                return generator
-            }
+            let generators = keyGenerators(type, group: group, count: 8, in: loaded.context)
             defer { generators.forEach { EVP_PKEY_CTX_free($0) } }
             let keys = generators.map { _ in GeneratedKey() }
             let run = try inJobs(counter, zip(generators, keys).map { generator, box in { EVP_PKEY_generate(generator, &box.key) } })

@@ -121,12 +121,7 @@ final class ProviderTests: XCTestCase {
         ]
         for (type, group, keygen, derive) in cases {
             let label = group ?? type
-            let generators = (0..<4).map { _ -> OpaquePointer in
-                let generator = EVP_PKEY_CTX_new_from_name(loaded.context, type, nil)!
-                XCTAssertEqual(EVP_PKEY_keygen_init(generator), 1)
-                if let group { XCTAssertEqual(EVP_PKEY_CTX_set_group_name(generator, group), 1) }
-                return generator
-            }
+            let generators = keyGenerators(type, group: group, count: 4, in: loaded.context)
             defer { generators.forEach { EVP_PKEY_CTX_free($0) } }
             let keys = generators.map { _ in GeneratedKey() }
             let generated = try inJobs(zip(generators, keys).map { generator, box in
@@ -257,12 +252,7 @@ final class ProviderTests: XCTestCase {
         let rsa = try XCTUnwrap(LoadedProvider.generate("RSA", in: loaded.context))
         defer { EVP_PKEY_free(rsa) }
         let before = try loaded.stats()
-        let generators = (0..<4).map { _ -> OpaquePointer in
-            let generator = EVP_PKEY_CTX_new_from_name(loaded.context, "EC", nil)!
-            XCTAssertEqual(EVP_PKEY_keygen_init(generator), 1)
-            XCTAssertEqual(EVP_PKEY_CTX_set_group_name(generator, "P-256"), 1)
-            return generator
-        }
+        let generators = keyGenerators("EC", group: "P-256", count: 4, in: loaded.context)
         defer { generators.forEach { EVP_PKEY_CTX_free($0) } }
         let keys = generators.map { _ in GeneratedKey() }
         let signers = (0..<4).map { _ in signer(rsa, in: loaded.context) }
@@ -294,6 +284,16 @@ final class ProviderTests: XCTestCase {
         XCTAssertEqual(after.count("ecdsa_sign", "offloaded") - before.count("ecdsa_sign", "offloaded"), 0)
         XCTAssertEqual(after.count("ecdsa_sign", "inline") - before.count("ecdsa_sign", "inline"), 1,
                        "the signature inline, the size query not counted")
+    }
+}
+
+/// `count` key-generation contexts of `type` (and `group`) in `context`, initialised outside any job.
+func keyGenerators(_ type: String, group: String?, count: Int, in context: OpaquePointer) -> [OpaquePointer] {
+    (0..<count).map { _ in
+        let generator = EVP_PKEY_CTX_new_from_name(context, type, nil)!
+        XCTAssertEqual(EVP_PKEY_keygen_init(generator), 1)
+        if let group { XCTAssertEqual(EVP_PKEY_CTX_set_group_name(generator, group), 1) }
+        return generator
     }
 }
 

@@ -227,19 +227,9 @@ static int finish_ecdh_lane(ec_record *record, const ec_lane *lane, int size)
     return 1;
 }
 
-/* A zero r or s makes OpenSSL draw another nonce: left to it. */
 static int finish_sign_lane(ec_record *record, const ec_lane *lane, int size)
 {
-    BIGNUM *r = BN_bin2bn(lane->out, size, NULL), *s = BN_bin2bn(lane->out_s, size, NULL);
-
-    if (r == NULL || s == NULL || BN_is_zero(r) || BN_is_zero(s)
-        || (record->signature = ECDSA_SIG_new()) == NULL) {
-        BN_free(r);
-        BN_free(s);
-        return 0;
-    }
-    ECDSA_SIG_set0(record->signature, r, s);
-    return 1;
+    return (record->signature = sa_ecdsa_lane_signature(lane->out, lane->out_s, size)) != NULL;
 }
 
 static int finish_sign_setup_lane(ec_record *record, ec_lane *lane)

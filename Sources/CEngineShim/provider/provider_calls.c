@@ -253,49 +253,13 @@ static void *forward_dup_ctx(const call_slot *slot, int id, void *ctx)
     return copy;
 }
 
-/*
- * Generation contexts that make parameters only (a TLS 1.3 server makes the
- * peer's X25519 "parameters" this way): nothing to offload, nothing to count.
- * Learnt at gen_init, forgotten at gen_cleanup.
- */
-#define PARAMETER_CONTEXTS 64
-static void *parameter_contexts[PARAMETER_CONTEXTS];
-static pthread_mutex_t parameter_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void note_parameter_context(void *genctx, int remember)
-{
-    void *wanted = remember ? NULL : genctx, *put = remember ? genctx : NULL;
-    int i;
-
-    pthread_mutex_lock(&parameter_lock);
-    for (i = 0; i < PARAMETER_CONTEXTS; i++)
-        if (parameter_contexts[i] == wanted) {
-            parameter_contexts[i] = put;
-            break;
-        }
-    pthread_mutex_unlock(&parameter_lock);
-}
-
-static int makes_parameters_only(void *genctx)
-{
-    int i, found = 0;
-
-    pthread_mutex_lock(&parameter_lock);
-    for (i = 0; i < PARAMETER_CONTEXTS && !found; i++)
-        found = parameter_contexts[i] == genctx;
-    pthread_mutex_unlock(&parameter_lock);
-    return found;
-}
-
 static void *forward_gen_init(const call_slot *slot, void *provctx, int selection,
                               const OSSL_PARAM params[])
 {
     void *genctx = ORIGINAL(slot, gen_init_fn, OSSL_FUNC_KEYMGMT_GEN_INIT)(provctx, selection, params);
 
-    if (genctx != NULL && (selection & OSSL_KEYMGMT_SELECT_KEYPAIR) == 0)
-        note_parameter_context(genctx, 1);
-    else if (genctx != NULL && slot->lanes)
-        sa_lanes_note_generation(genctx, provctx, params);
+    if (genctx != NULL)
+        sa_lanes_note_generation(genctx, provctx, selection, params);
     return genctx;
 }
 
@@ -320,8 +284,6 @@ static int forward_gen_set_template(const call_slot *slot, void *genctx, void *t
 static void forward_gen_cleanup(const call_slot *slot, void *genctx)
 {
     if (genctx != NULL)
-        note_parameter_context(genctx, 0);
-    if (genctx != NULL && slot->lanes)
         sa_lanes_forget(genctx);
     ORIGINAL(slot, gen_cleanup_fn, OSSL_FUNC_KEYMGMT_GEN_CLEANUP)(genctx);
 }
@@ -332,7 +294,7 @@ static void *forward_gen(const call_slot *slot, void *genctx, OSSL_CALLBACK *cal
     call_record *record;
     void *generated;
 
-    if (makes_parameters_only(genctx))
+    if (sa_lanes_makes_parameters_only(genctx))
         return original(genctx, callback, arg);
     if ((record = call_record_new(slot->algorithm, CALL_GEN, genctx, NULL, 0, 0)) == NULL) {
         sa_math_enter();

@@ -193,6 +193,7 @@ typedef struct known_context {
     void *provctx;                  /* key generation: where its keys are made */
     int curve;                      /* key generation, EC: the curve set, NID_undef if none yet */
     int unusual;                    /* key generation: set to something the lanes do not make */
+    int parameters_only;            /* key generation: of parameters, not a key pair */
     struct known_context *next;
 } known_context;
 
@@ -238,17 +239,24 @@ static known_context *entry_of(void *ctx)
     return *link;
 }
 
-void sa_lanes_note_key(void *ctx, void *keydata)
+/* Under the lock: the context's entry, holding `keydata` and nothing read from an earlier key. */
+static known_context *entry_for_key(void *ctx, void *keydata)
 {
-    known_context *entry;
+    known_context *entry = entry_of(ctx);
 
-    pthread_mutex_lock(&contexts_lock);
-    if ((entry = entry_of(ctx)) != NULL) {
+    if (entry != NULL) {
         drop_own(entry);
         drop_exported(&entry->peer_key);
         entry->keydata = keydata;
         entry->peer = NULL;
     }
+    return entry;
+}
+
+void sa_lanes_note_key(void *ctx, void *keydata)
+{
+    pthread_mutex_lock(&contexts_lock);
+    entry_for_key(ctx, keydata);
     pthread_mutex_unlock(&contexts_lock);
 }
 
@@ -286,9 +294,8 @@ void sa_lanes_note_digest_sign(void *ctx, void *keydata, get_params_fn get_ctx_p
         digest = NULL;
     }
     ERR_clear_error();
-    sa_lanes_note_key(ctx, keydata);
     pthread_mutex_lock(&contexts_lock);
-    if ((entry = *link_of(ctx)) != NULL) {
+    if ((entry = entry_for_key(ctx, keydata)) != NULL) {
         entry->digest = digest;
         digest = NULL;
     }
@@ -337,7 +344,7 @@ static void note_settings(known_context *entry, const OSSL_PARAM params[])
     }
 }
 
-void sa_lanes_note_generation(void *genctx, void *provctx, const OSSL_PARAM params[])
+void sa_lanes_note_generation(void *genctx, void *provctx, int selection, const OSSL_PARAM params[])
 {
     known_context *entry;
 
@@ -346,9 +353,21 @@ void sa_lanes_note_generation(void *genctx, void *provctx, const OSSL_PARAM para
         entry->provctx = provctx;
         entry->curve = NID_undef;
         entry->unusual = 0;
+        entry->parameters_only = (selection & OSSL_KEYMGMT_SELECT_KEYPAIR) == 0;
         note_settings(entry, params);
     }
     pthread_mutex_unlock(&contexts_lock);
+}
+
+int sa_lanes_makes_parameters_only(void *genctx)
+{
+    known_context *entry;
+    int parameters_only;
+
+    pthread_mutex_lock(&contexts_lock);
+    parameters_only = (entry = *link_of(genctx)) != NULL && entry->parameters_only;
+    pthread_mutex_unlock(&contexts_lock);
+    return parameters_only;
 }
 
 void sa_lanes_note_generation_params(void *genctx, const OSSL_PARAM params[])
@@ -465,10 +484,13 @@ static known_context *entry_holding(const call_record *record, int peer_side)
     return entry != NULL && (peer_side ? entry->peer : entry->keydata) == keydata ? entry : NULL;
 }
 
-/* The numbers of the record's key (or its peer), read with the target's export once per context. */
 typedef int (*complete_fn)(exported_key *key, const void *arg);
 
-/* `complete`, if any, adds to what the export gave (once, before it is kept). */
+/*
+ * The numbers of the record's key (or its peer), read with the target's
+ * export once per context; `complete`, if any, adds to what the export gave
+ * (once, before it is kept).
+ */
 static int read_key(const call_record *record, int peer_side, int selection, OSSL_CALLBACK *take,
                     exported_key *key, complete_fn complete, const void *arg)
 {
@@ -589,6 +611,12 @@ static sa_lane_class key_lane_class(key_type type, void *keydata)
     }
 }
 
+/* The modulus size of an RSA lane class, in bytes. */
+static int rsa_lane_bytes(sa_lane_class lane_class)
+{
+    return lane_class == SA_LANES_RSA2048 ? 256 : lane_class == SA_LANES_RSA3072 ? 384 : 512;
+}
+
 /* What the private key signs: the record's input, or the digest we made of it. */
 static const unsigned char *signed_input(const call_record *record, size_t *length)
 {
@@ -601,11 +629,12 @@ static const unsigned char *signed_input(const call_record *record, size_t *leng
  * length OpenSSL's public padding function takes (-1 digest, -2 auto, -3
  * max, or a length).
  */
-static int rsa_pss_qualifies(call_record *record, get_params_fn get_ctx_params, size_t signed_length)
+static int rsa_pss_qualifies(call_record *record, get_params_fn get_ctx_params, const char *digest,
+                             size_t signed_length)
 {
     int salt_length = 0;
     OSSL_PARAM params[] = { OSSL_PARAM_int(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, &salt_length), OSSL_PARAM_END };
-    const EVP_MD *md = context_digest(record->ctx, get_ctx_params, OSSL_SIGNATURE_PARAM_DIGEST);
+    const EVP_MD *md = digest[0] != '\0' ? EVP_get_digestbyname(digest) : NULL;
     const EVP_MD *mgf1 = context_digest(record->ctx, get_ctx_params, OSSL_SIGNATURE_PARAM_MGF1_DIGEST);
 
     if (md == NULL || (size_t)EVP_MD_get_size(md) != signed_length
@@ -619,7 +648,7 @@ static int rsa_pss_qualifies(call_record *record, get_params_fn get_ctx_params, 
 }
 
 /* RSA sign: PKCS#1 v1.5 (with a known digest, or none), PSS, or no padding, of the right length. */
-static int rsa_sign_qualifies(call_record *record, get_params_fn get_ctx_params, int bits)
+static int rsa_sign_qualifies(call_record *record, get_params_fn get_ctx_params, int size)
 {
     static const digest_info no_digest = { NID_undef, 0, { 0 }, 0 };
     char digest[64] = "";
@@ -633,12 +662,12 @@ static int rsa_sign_qualifies(call_record *record, get_params_fn get_ctx_params,
     };
 
     signed_input(record, &length);
-    if (!get_ctx_params(record->ctx, params) || record->output_capacity < (size_t)bits / 8)
+    if (!get_ctx_params(record->ctx, params) || record->output_capacity < (size_t)size)
         return 0;
     if (padding == RSA_PKCS1_PSS_PADDING)
-        return rsa_pss_qualifies(record, get_ctx_params, length);
+        return rsa_pss_qualifies(record, get_ctx_params, digest, length);
     if (padding == RSA_NO_PADDING)
-        return digest[0] == '\0' && length == (size_t)bits / 8;
+        return digest[0] == '\0' && length == (size_t)size;
     if (padding != RSA_PKCS1_PADDING || (info = named_digest(digest, &no_digest)) == NULL
         || (info != &no_digest && length != info->length))
         return 0;
@@ -659,7 +688,6 @@ static int ecdsa_qualifies(call_record *record, get_params_fn get_ctx_params)
         OSSL_PARAM_uint("nonce-type", &nonce_type),
         OSSL_PARAM_END
     };
-
     size_t length;
 
     signed_input(record, &length);
@@ -698,7 +726,7 @@ static void attach_generation(call_record *record)
     pthread_mutex_lock(&contexts_lock);
     if ((entry = *link_of(record->ctx)) != NULL && entry->provctx != NULL && !entry->unusual) {
         lane_class = type == KEY_X25519 ? SA_LANES_X25519 : sa_ec_lane_class(entry->curve);
-        record->lanes.keydata = entry->provctx;      /* where the key is made */
+        record->lanes.provctx = entry->provctx;
     }
     pthread_mutex_unlock(&contexts_lock);
     if (lane_class != SA_LANES_NONE && sa_lanes_available(lane_class))
@@ -765,9 +793,7 @@ void sa_lanes_attach(call_record *record, lanes_input input, get_params_fn get_c
     }
     switch (algorithm) {
     case SA_ALG_RSA_PRIVATE_ENCRYPT:
-        ok = rsa_sign_qualifies(record, get_ctx_params,
-                                lane_class == SA_LANES_RSA2048 ? 2048
-                                : lane_class == SA_LANES_RSA3072 ? 3072 : 4096);
+        ok = rsa_sign_qualifies(record, get_ctx_params, rsa_lane_bytes(lane_class));
         break;
     case SA_ALG_ECDSA_SIGN:
         ok = ecdsa_qualifies(record, get_ctx_params);
@@ -800,6 +826,14 @@ static void store_output(call_record *record, const unsigned char *output, size_
     record->output_length = length;
 }
 
+/* The record's result is in place: it is done, and counted as computed in lanes. */
+static int done_in_lanes(call_record *record, int *in_lane)
+{
+    sa_record_store_lane(&record->base, 1, 0);
+    *in_lane = 1;
+    return 1;
+}
+
 typedef struct rsa_lane {
     RSA *rsa;
     unsigned char input[SA_RSA_LANE_MAX_BYTES];
@@ -827,8 +861,7 @@ static int rsa_sign_lanes(call_record *records[], int count, int in_lanes[])
     unsigned char *to[SA_MAX_LANES] = { 0 }, *check[SA_MAX_LANES] = { 0 };
     const RSA *keys[SA_MAX_LANES] = { 0 };
     sa_lane_class lane_class = records[0]->base.public.lane_class;
-    int bits = lane_class == SA_LANES_RSA2048 ? 2048 : lane_class == SA_LANES_RSA3072 ? 3072 : 4096;
-    int size = bits / 8, lane, used = 0;
+    int size = rsa_lane_bytes(lane_class), bits = 8 * size, lane, used = 0;
     sa_lane_mask computed = 0;
 
     memset(lanes, 0, sizeof(lanes));
@@ -864,9 +897,7 @@ static int rsa_sign_lanes(call_record *records[], int count, int in_lanes[])
         if (keys[lane] != NULL && (computed & (1u << lane)) != 0
             && CRYPTO_memcmp(lanes[lane].check, lanes[lane].padded, (size_t)size) == 0) {
             store_output(records[lane], lanes[lane].exponentiated, (size_t)size);
-            sa_record_store_lane(&records[lane]->base, 1, 0);
-            in_lanes[lane] = 1;
-            used++;
+            used += done_in_lanes(records[lane], &in_lanes[lane]);
         }
         RSA_free(lanes[lane].rsa);
     }
@@ -951,28 +982,19 @@ static void free_ec_lane(ec_lane *lane)
     OPENSSL_cleanse(lane, sizeof(*lane));
 }
 
-/* (r, s) as DER into the record's buffer; a zero r or s makes OpenSSL draw again: left to it. */
+/* (r, s) as DER into the record's buffer, if it holds it. */
 static int finish_signature(call_record *record, const ec_lane *lane, int size)
 {
-    BIGNUM *r = BN_bin2bn(lane->r, size, NULL), *s = BN_bin2bn(lane->s, size, NULL);
-    ECDSA_SIG *signature = ECDSA_SIG_new();
+    ECDSA_SIG *signature = sa_ecdsa_lane_signature(lane->r, lane->s, size);
     unsigned char *der = NULL;
-    int length = -1;
+    int length = signature != NULL ? i2d_ECDSA_SIG(signature, &der) : -1;
+    int ok = length > 0 && (size_t)length <= record->output_capacity;
 
-    if (r != NULL && s != NULL && signature != NULL && !BN_is_zero(r) && !BN_is_zero(s)
-        && ECDSA_SIG_set0(signature, r, s)) {
-        r = s = NULL;
-        length = i2d_ECDSA_SIG(signature, &der);
-    }
-    if (length > 0 && (size_t)length <= record->output_capacity)
+    if (ok)
         store_output(record, der, (size_t)length);
-    else
-        length = -1;
     OPENSSL_free(der);
     ECDSA_SIG_free(signature);
-    BN_free(r);
-    BN_free(s);
-    return length > 0;
+    return ok;
 }
 
 static int ec_lanes(call_record *records[], int count, int in_lanes[])
@@ -1019,11 +1041,8 @@ static int ec_lanes(call_record *records[], int count, int in_lanes[])
             ok = finish_signature(records[lane], &lanes[lane], size);
         else if (ok)
             store_output(records[lane], lanes[lane].r, (size_t)size);
-        if (ok) {
-            sa_record_store_lane(&records[lane]->base, 1, 0);
-            in_lanes[lane] = 1;
-            used++;
-        }
+        if (ok)
+            used += done_in_lanes(records[lane], &in_lanes[lane]);
         ERR_clear_error();
         free_ec_lane(&lanes[lane]);
     }
@@ -1066,9 +1085,7 @@ static int x25519_lanes(call_record *records[], int count, int in_lanes[])
             || sa_all_zero(shared[lane], SA_X25519_BYTES))
             continue;
         store_output(records[lane], shared[lane], SA_X25519_BYTES);
-        sa_record_store_lane(&records[lane]->base, 1, 0);
-        in_lanes[lane] = 1;
-        used++;
+        used += done_in_lanes(records[lane], &in_lanes[lane]);
     }
     OPENSSL_cleanse(private_keys, sizeof(private_keys));
     OPENSSL_cleanse(shared, sizeof(shared));
@@ -1106,7 +1123,7 @@ static int finish_ec_key(call_record *record, const EC_GROUP *group, const BIGNU
         && OSSL_PARAM_BLD_push_BN(build, OSSL_PKEY_PARAM_PRIV_KEY, d)
         && OSSL_PARAM_BLD_push_octet_string(build, OSSL_PKEY_PARAM_PUB_KEY, encoded, length)
         && (params = OSSL_PARAM_BLD_to_param(build)) != NULL
-        && (record->generated = made_key(KEY_EC, record->lanes.keydata, params)) != NULL;
+        && (record->generated = made_key(KEY_EC, record->lanes.provctx, params)) != NULL;
 
     OSSL_PARAM_free(params);       /* d is a secure BIGNUM: its copy sits in a block this clear-frees */
     OSSL_PARAM_BLD_free(build);
@@ -1140,11 +1157,8 @@ static int ec_keygen_lanes(call_record *records[], int count, int in_lanes[])
         computed = sa_mb_ec_public_key(curve, x, y, z, (const BIGNUM *const *)d);
     for (lane = 0; lane < count; lane++) {
         if (d[lane] != NULL && (computed & (1u << lane)) != 0
-            && finish_ec_key(records[lane], group, d[lane], x[lane], y[lane], z[lane])) {
-            sa_record_store_lane(&records[lane]->base, 1, 0);
-            in_lanes[lane] = 1;
-            used++;
-        }
+            && finish_ec_key(records[lane], group, d[lane], x[lane], y[lane], z[lane]))
+            used += done_in_lanes(records[lane], &in_lanes[lane]);
         ERR_clear_error();
         BN_clear_free(d[lane]);
         BN_free(x[lane]);
@@ -1185,13 +1199,11 @@ static int x25519_keygen_lanes(call_record *records[], int count, int in_lanes[]
             OSSL_PARAM_END
         };
         if (private_key[lane] == NULL || (computed & (1u << lane)) == 0
-            || (records[lane]->generated = made_key(KEY_X25519, records[lane]->lanes.keydata, params)) == NULL) {
+            || (records[lane]->generated = made_key(KEY_X25519, records[lane]->lanes.provctx, params)) == NULL) {
             ERR_clear_error();
             continue;
         }
-        sa_record_store_lane(&records[lane]->base, 1, 0);
-        in_lanes[lane] = 1;
-        used++;
+        used += done_in_lanes(records[lane], &in_lanes[lane]);
     }
     OPENSSL_cleanse(private_keys, sizeof(private_keys));
     return used;

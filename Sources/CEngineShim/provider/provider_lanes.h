@@ -37,11 +37,15 @@ void sa_lanes_copy(void *from, void *to);
  * sizes qualify; else leaves it to be computed one at a time.
  */
 /*
- * A key-pair generation context of the EC or X25519 key manager: the
- * provider context its keys are made in, and whether its settings are ones
- * the lanes reproduce (EC: a named curve, from its parameters or its template).
+ * A generation context of the EC, X25519 or X448 key manager: the provider
+ * context its keys are made in, whether it makes parameters only (a TLS 1.3
+ * server makes the peer's X25519 "parameters" this way: nothing to offload,
+ * nothing to count), and whether its settings are ones the lanes reproduce
+ * (EC: a named curve, from its parameters or its template). Forgotten with
+ * sa_lanes_forget at gen_cleanup.
  */
-void sa_lanes_note_generation(void *genctx, void *provctx, const OSSL_PARAM params[]);
+void sa_lanes_note_generation(void *genctx, void *provctx, int selection, const OSSL_PARAM params[]);
+int sa_lanes_makes_parameters_only(void *genctx);
 void sa_lanes_note_generation_params(void *genctx, const OSSL_PARAM params[]);
 void sa_lanes_note_generation_template(void *genctx, void *template_keydata);
 

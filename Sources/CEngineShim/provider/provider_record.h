@@ -29,6 +29,7 @@ typedef struct call_lane_inputs {
     export_fn export_key;         /* the target's key manager's */
     void *keydata;                /* ours; the caller's context holds it */
     void *peer;                   /* derive: the peer's */
+    void *provctx;                /* key generation: the target's provider context the key is made in */
     int padding;                  /* RSA sign: PKCS#1, PSS or none */
     const unsigned char *prefix;  /* RSA PKCS#1 with a digest: its DigestInfo prefix */
     size_t prefix_length;
