@@ -25,7 +25,7 @@ ARCH          = $(shell dpkg --print-architecture)
 DEB_DIR      := build/deb$(SCRATCH_KIND)
 DEBS          = $(DEB_DIR)/swiftasync_$(VERSION)_$(ARCH).deb $(DEB_DIR)/swiftasync-dbgsym_$(VERSION)_$(ARCH).deb
 
-.PHONY: all engine loader install deps test test-versions versions sanitize fuzz stress bench bench-tls deb test-deb bench-sweep clean
+.PHONY: all engine loader install deps test test-tlsfuzzer test-versions versions sanitize fuzz stress bench bench-tls deb test-deb bench-sweep clean
 
 all: engine loader
 
@@ -57,7 +57,22 @@ test: engine deb
 	$(SWIFT) build --build-tests --scratch-path $(TEST_BUILD)
 	SWIFTASYNC_SO=$(ENGINE_ABS) $(SWIFT) test --skip-build --disable-swift-testing --scratch-path $(TEST_BUILD)
 	scripts/test-deb.sh $(DEBS)
+	$(MAKE) --no-print-directory test-tlsfuzzer
 	$(MAKE) --no-print-directory test-versions
+
+# A peer's TLS test suite: tlsfuzzer against HAProxy (ssl-mode-async,
+# nbthread 1 and 2) and s_server -async, each with plain OpenSSL, the engine
+# and the provider (scripts/tlsfuzzer-suite.py). tlsfuzzer is on neither PyPI
+# nor Debian: where this machine has no git copy of it (TLSFUZZER_GIT, see
+# scripts/fetch-tlsfuzzer.sh) the suite says so and is skipped.
+TLSFUZZER_WORK := build/tlsfuzzer$(SCRATCH_KIND)
+test-tlsfuzzer: engine
+	@status=0; folder=$$(scripts/fetch-tlsfuzzer.sh) || status=$$?; \
+	if [ $$status -eq 3 ]; then echo "test-tlsfuzzer: SKIPPED, no copy of tlsfuzzer on this machine"; exit 0; fi; \
+	[ $$status -eq 0 ] || exit $$status; \
+	rm -rf $(TLSFUZZER_WORK); \
+	python3 scripts/tlsfuzzer-suite.py --tlsfuzzer $$folder --python $$folder/venv/bin/python \
+	    --module $(ENGINE_ABS) --repo $(CURDIR) --work $(TLSFUZZER_WORK)
 
 # Newer OpenSSL from Debian's archive (trixie 3.5, sid 3.6, experimental 4.0),
 # unpacked into .build-openssl-SERIES; the .so built against each into

@@ -23,14 +23,15 @@ static int uses_callback(const sa_record *record)
 /*
  * The app's callback if it set one (SSL_CTX_set_async_callback), else our
  * eventfd. Our entry in the wait ctx is made either way: in callback mode it
- * is how a worker learns that the app freed the connection.
+ * is how a worker learns that the app freed the connection. *created says
+ * whether the entry is new: the app has not been told of it yet.
  */
-static int attach_wake(sa_record *record, ASYNC_WAIT_CTX *wait_ctx)
+static int attach_wake(sa_record *record, ASYNC_WAIT_CTX *wait_ctx, int *created)
 {
     ASYNC_callback_fn callback;
     void *callback_arg;
 
-    record->wake_fd = sa_wake_fd_for(wait_ctx);
+    record->wake_fd = sa_wake_fd_for(wait_ctx, created);
     if (record->wake_fd == NULL)
         return 0;
     sa_wake_fd_retain(record->wake_fd);
@@ -105,13 +106,30 @@ static int run_on_this_thread(sa_record *record)
     return record->succeeded;
 }
 
+/*
+ * An application learns of the fds in a wait ctx only when its job pauses
+ * (SSL_get_changed_async_fds), and HAProxy deletes every fd it finds there
+ * (SSL_get_all_async_fds) at close as one it was told of: an fd it never saw
+ * crashes it. So an entry made for this operation leaves again unless the
+ * job paused after making it: the worker was done before the job came to
+ * pause, the operation was computed here, or pausing was blocked.
+ */
 static int run_in_job(sa_record *record, ASYNC_WAIT_CTX *wait_ctx)
 {
-    if (!attach_wake(record, wait_ctx) || !submit_from_job(record, wait_ctx))
+    int created = 0, succeeded;
+
+    if (!attach_wake(record, wait_ctx, &created))
         return run_on_this_thread(record);
-    wait_for_worker(record);
-    sa_record_replay_errors(record);
-    return record->succeeded;
+    if (submit_from_job(record, wait_ctx)) {
+        wait_for_worker(record);
+        sa_record_replay_errors(record);
+        succeeded = record->succeeded;
+    } else {
+        succeeded = run_on_this_thread(record);
+    }
+    if (created)
+        sa_wake_fd_withdraw_if_unannounced(wait_ctx);
+    return succeeded;
 }
 
 static int run_and_wait(sa_record *record)

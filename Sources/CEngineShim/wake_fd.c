@@ -98,13 +98,38 @@ static sa_wake_fd *wake_fd_create(ASYNC_WAIT_CTX *wait_ctx)
     return wake_fd;
 }
 
-sa_wake_fd *sa_wake_fd_for(ASYNC_WAIT_CTX *wait_ctx)
+sa_wake_fd *sa_wake_fd_for(ASYNC_WAIT_CTX *wait_ctx, int *created)
 {
     OSSL_ASYNC_FD fd;
     void *custom = NULL;
+
+    *created = 0;
     if (ASYNC_WAIT_CTX_get_fd(wait_ctx, &wake_fd_key, &fd, &custom))
         return custom;
-    return wake_fd_create(wait_ctx);
+    custom = wake_fd_create(wait_ctx);
+    *created = custom != NULL;
+    return custom;
+}
+
+/*
+ * The wait ctx counts the fds added since its job last paused (its
+ * documented "changed fds"): none once a pause has shown ours to the
+ * application. An entry the application has not seen is dropped from the
+ * list without a trace (ASYNC_WAIT_CTX_clear_fd), and we do the cleanup the
+ * wait ctx would have done.
+ */
+void sa_wake_fd_withdraw_if_unannounced(ASYNC_WAIT_CTX *wait_ctx)
+{
+    size_t added = 0, deleted = 0;
+    OSSL_ASYNC_FD fd;
+    void *custom = NULL;
+
+    if (!ASYNC_WAIT_CTX_get_changed_fds(wait_ctx, NULL, &added, NULL, &deleted)
+        || added == 0
+        || !ASYNC_WAIT_CTX_get_fd(wait_ctx, &wake_fd_key, &fd, &custom)
+        || !ASYNC_WAIT_CTX_clear_fd(wait_ctx, &wake_fd_key))
+        return;
+    wake_fd_cleanup(wait_ctx, &wake_fd_key, fd, custom);
 }
 
 void sa_wake_fd_retain(sa_wake_fd *wake_fd)

@@ -22,8 +22,16 @@ typedef struct sa_wake_fd {
     struct sa_wake_fd *previous, *next;   /* every live one, for fork */
 } sa_wake_fd;
 
-/* The wait ctx's eventfd, created and registered if absent; NULL on error. */
-sa_wake_fd *sa_wake_fd_for(ASYNC_WAIT_CTX *wait_ctx);
+/*
+ * The wait ctx's eventfd, created and registered if absent (*created = 1);
+ * NULL on error.
+ */
+sa_wake_fd *sa_wake_fd_for(ASYNC_WAIT_CTX *wait_ctx, int *created);
+/*
+ * Takes our entry out of the wait ctx again if no pause has announced it to
+ * the application since it went in; the worker's late wake-up is withheld.
+ */
+void sa_wake_fd_withdraw_if_unannounced(ASYNC_WAIT_CTX *wait_ctx);
 void sa_wake_fd_retain(sa_wake_fd *wake_fd);
 void sa_wake_fd_release(sa_wake_fd *wake_fd);
 /* Makes the fd readable now (used when asking the app to come back). */

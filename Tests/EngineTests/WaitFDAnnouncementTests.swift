@@ -1,0 +1,143 @@
+import COpenSSL
+import EngineHarness
+import XCTest
+
+/// Every fd the engine leaves in a wait ctx was announced to the application
+/// by a pause. HAProxy deletes from its fd table, at close, every fd
+/// SSL_get_all_async_fds returns, as fds it was told of; one it never saw
+/// crashed it (tlsfuzzer's invalid RSA key exchange: a decryption that fails
+/// at once finished on the worker before the job came to pause, so the job
+/// never paused and its fresh eventfd stayed in the wait ctx unannounced).
+class WaitFDAnnouncementTests: EngineTestCase {
+    static let rounds = 1000
+
+    /// Checks `rounds` jobs of `body` in each wake mode: never an unannounced
+    /// fd, always `expected`. Returns how many finished without a pause (the
+    /// worker won the race, or nothing was offloaded).
+    @discardableResult
+    func assertEveryFDAnnounced(_ body: @escaping () -> Int32, expected: Int32, rounds: Int = rounds,
+                                file: StaticString = #filePath, line: UInt = #line) throws -> Int {
+        var withoutPause = 0
+        for mode in WakeMode.allCases {
+            var unannounced = 0
+            for _ in 0..<rounds {
+                let outcome = try AnnouncedWaitFDs.run(body, mode: mode)
+                XCTAssertEqual(outcome.result, expected, "\(mode)", file: file, line: line)
+                if !outcome.unannounced.isEmpty { unannounced += 1 }
+                if outcome.pauses == 0 { withoutPause += 1 }
+            }
+            XCTAssertEqual(unannounced, 0, "\(mode): jobs that left a wait fd no pause had announced, of \(rounds)",
+                           file: file, line: line)
+        }
+        return withoutPause
+    }
+
+    /// The modulus itself as a ciphertext: OpenSSL refuses it at once (too large).
+    static func modulus(of key: RSAKeyPair) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: key.size)
+        BN_bn2binpad(RSA_get0_n(key.softwareKey), &bytes, Int32(bytes.count))
+        return bytes
+    }
+
+    /// tlsfuzzer's "modulus as encrypted premaster" in-process: the failure
+    /// is quick on the worker, so the job often finds it done before pausing.
+    func testDecryptionsThatFailAtOnce() throws {
+        let key = try RSAKeyPair(bits: 2048)
+        let operation = RSAPrivateOperation(kind: .decrypt, padding: RSA_PKCS1_PADDING, input: Self.modulus(of: key))
+        let rsa = key.engineKey
+        let counters = try countersDelta {
+            try assertEveryFDAnnounced({ operation.perform(on: rsa).result }, expected: -1)
+        }
+        XCTAssertEqual(delta(counters, "rsa_private_decrypt", "offloaded"), 2 * Self.rounds)
+        XCTAssertEqual(delta(counters, "rsa_private_decrypt", "failed"), 2 * Self.rounds)
+    }
+
+    /// Quick successful operations: the same race, won less often.
+    func testQuickSignatures() throws {
+        let key = try RSAKeyPair(bits: 1024)
+        let operation = RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key)
+        let rsa = key.engineKey
+        try assertEveryFDAnnounced({ operation.perform(on: rsa).result }, expected: Int32(key.size), rounds: 200)
+    }
+
+    /// With pausing blocked the job cannot announce anything: its fd must not stay.
+    func testBlockedPauseLeavesNoFD() throws {
+        let key = try RSAKeyPair(bits: 2048)
+        let operation = RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key)
+        let rsa = key.engineKey
+        let withoutPause = try assertEveryFDAnnounced({
+            ASYNC_block_pause()
+            let result = operation.perform(on: rsa).result
+            ASYNC_unblock_pause()
+            return result
+        }, expected: Int32(key.size), rounds: 20)
+        XCTAssertEqual(withoutPause, 40, "a blocked job never pauses")
+    }
+
+    /// After a job that left no fd, the next operation on the same wait ctx
+    /// still pauses and wakes through a fresh, announced fd.
+    func testAWaitContextKeepsWorkingAfterAWithdrawnFD() throws {
+        try engine.set("WORKER_DELAY_USEC", "2000")
+        let key = try RSAKeyPair(bits: 2048)
+        let operation = RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key)
+        let rsa = key.engineKey
+        let outcome = try AnnouncedWaitFDs.run({
+            ASYNC_block_pause()
+            let first = operation.perform(on: rsa).result
+            ASYNC_unblock_pause()
+            let second = operation.perform(on: rsa).result
+            return first == second ? second : -2
+        }, mode: .waitFD)
+        XCTAssertEqual(outcome.result, Int32(key.size))
+        XCTAssertGreaterThan(outcome.pauses, 0, "the second operation pauses on a slow worker")
+        XCTAssertEqual(outcome.unannounced, [])
+    }
+}
+
+/// The same through the provider: its steps reach the pool by the same path.
+final class ProviderWaitFDAnnouncementTests: XCTestCase {
+    var loaded: LoadedProvider!
+
+    override func setUpWithError() throws {
+        ERR_clear_error()
+        loaded = try LoadedProvider()
+    }
+
+    override func tearDown() {
+        loaded?.close()
+        loaded = nil
+        ERR_clear_error()
+    }
+
+    func testDecryptionsThatFailAtOnce() throws {
+        let key = try XCTUnwrap(LoadedProvider.generate("RSA", in: loaded.context))
+        defer { EVP_PKEY_free(key) }
+        var modulus: OpaquePointer?
+        XCTAssertEqual(EVP_PKEY_get_bn_param(key, "n", &modulus), 1)
+        var ciphertext = [UInt8](repeating: 0, count: Int(EVP_PKEY_get_size(key)))
+        BN_bn2binpad(modulus, &ciphertext, Int32(ciphertext.count))
+        BN_free(modulus)
+        let decrypter = try XCTUnwrap(EVP_PKEY_CTX_new_from_pkey(loaded.context, key, nil))
+        defer { EVP_PKEY_CTX_free(decrypter) }
+        XCTAssertEqual(EVP_PKEY_decrypt_init(decrypter), 1)
+        let input = ciphertext
+        let before = try loaded.stats()
+        for mode in WakeMode.allCases {
+            var unannounced = 0
+            for _ in 0..<WaitFDAnnouncementTests.rounds {
+                let outcome = try AnnouncedWaitFDs.run({
+                    var plain = [UInt8](repeating: 0, count: input.count)
+                    var length = plain.count
+                    return EVP_PKEY_decrypt(decrypter, &plain, &length, input, input.count)
+                }, mode: mode)
+                XCTAssertLessThanOrEqual(outcome.result, 0, "\(mode): the modulus does not decrypt")
+                if !outcome.unannounced.isEmpty { unannounced += 1 }
+            }
+            XCTAssertEqual(unannounced, 0, "\(mode): jobs that left a wait fd no pause had announced")
+        }
+        ERR_clear_error()
+        let after = try loaded.stats()
+        XCTAssertEqual(after.count("rsa_private_decrypt", "offloaded") - before.count("rsa_private_decrypt", "offloaded"),
+                       2 * WaitFDAnnouncementTests.rounds, "every decryption reached the pool")
+    }
+}
