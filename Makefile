@@ -25,7 +25,7 @@ ARCH          = $(shell dpkg --print-architecture)
 DEB_DIR      := build/deb$(SCRATCH_KIND)
 DEBS          = $(DEB_DIR)/swiftasync_$(VERSION)_$(ARCH).deb $(DEB_DIR)/swiftasync-dbgsym_$(VERSION)_$(ARCH).deb
 
-.PHONY: all engine loader install deps test test-tlsfuzzer test-versions versions sanitize fuzz stress bench bench-tls deb test-deb bench-sweep clean
+.PHONY: all engine loader install deps test test-tlsfuzzer test-teardown test-versions versions sanitize fuzz stress bench bench-tls deb test-deb bench-sweep clean
 
 all: engine loader
 
@@ -58,6 +58,7 @@ test: engine deb
 	SWIFTASYNC_SO=$(ENGINE_ABS) $(SWIFT) test --skip-build --disable-swift-testing --scratch-path $(TEST_BUILD)
 	scripts/test-deb.sh $(DEBS)
 	$(MAKE) --no-print-directory test-tlsfuzzer
+	$(MAKE) --no-print-directory test-teardown
 	$(MAKE) --no-print-directory test-versions
 
 # A peer's TLS test suite: tlsfuzzer against HAProxy (ssl-mode-async,
@@ -73,6 +74,14 @@ test-tlsfuzzer: engine
 	rm -rf $(TLSFUZZER_WORK); \
 	python3 scripts/tlsfuzzer-suite.py --tlsfuzzer $$folder --python $$folder/venv/bin/python \
 	    --module $(ENGINE_ABS) --repo $(CURDIR) --work $(TLSFUZZER_WORK)
+
+# Connections torn down at every point of an offloaded handshake, thousands
+# of times, against HAProxy with the engine and the provider, slow worker and
+# quick (scripts/teardown-under-fire.py): HAProxy lives, keeps its fds, its
+# connections and jobs, gets every operation handed back, and serves again.
+test-teardown: engine
+	rm -rf build/teardown$(SCRATCH_KIND)
+	python3 scripts/teardown-under-fire.py --module $(ENGINE_ABS) --repo $(CURDIR) --work build/teardown$(SCRATCH_KIND)
 
 # Newer OpenSSL from Debian's archive (trixie 3.5, sid 3.6, experimental 4.0),
 # unpacked into .build-openssl-SERIES; the .so built against each into

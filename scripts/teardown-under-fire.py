@@ -107,7 +107,10 @@ def client_key_exchange(premaster):
 
 
 def tear_down(port, point, modulus, rng):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except OSError:
+        return False
     try:
         if rng.random() < 0.5:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -182,7 +185,20 @@ def in_flight(values):
 
 
 def open_fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    """The fewest fds seen over half a second: the stats file being rewritten
+    and our own `show info` come and go; a leaked fd stays."""
+    seen = []
+    for _ in range(10):
+        seen.append(len(os.listdir(f"/proc/{pid}/fd")))
+        time.sleep(0.05)
+    return min(seen)
+
+
+def resident_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 def modulus_of(cert):
@@ -191,7 +207,7 @@ def modulus_of(cert):
     return bytes.fromhex(text.strip().split("=", 1)[1])
 
 
-def run_config(options, name, cnf, work):
+def run_config(options, name, cnf, delay_usec, work):
     stats_dir = os.path.join(work, f"stats-{name}")
     os.makedirs(stats_dir, exist_ok=True)
     port, cli = free_port(), os.path.join(work, f"haproxy-{name}.sock")
@@ -212,7 +228,7 @@ frontend teardown
     http-request return status 200
 """)
     environment = {**os.environ, "OPENSSL_CONF": cnf, "SWIFTASYNC_STATS_DIR": stats_dir,
-                   "SWIFTASYNC_WORKER_DELAY_USEC": str(options.delay_usec)}
+                   "SWIFTASYNC_WORKER_DELAY_USEC": str(delay_usec)}
     log_path = os.path.join(work, f"haproxy-{name}.log")
     server = subprocess.Popen(["haproxy", "-db", "-f", config], env=environment,
                               stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
@@ -221,8 +237,10 @@ frontend teardown
         wait_for(lambda: os.path.exists(cli) and can_connect(port), 20, "HAProxy to listen")
         for _ in range(4):   # lazily made fds (workers, the stats file) exist from here on
             full_handshake(port)
-        wait_for(lambda: in_flight(counters(stats_dir, server.pid))[0] == 0, 10, "the warm-up to settle")
-        fds_before, info_before = open_fds(server.pid), show_info(cli)
+        wait_for(lambda: in_flight(counters(stats_dir, server.pid))[0] == 0
+                 and show_info(cli).get("CurrConns") == "0", 10, "the warm-up to settle")
+        time.sleep(0.5)
+        fds_before, info_before, rss_before = open_fds(server.pid), show_info(cli), resident_kib(server.pid)
         modulus = modulus_of(options.cert)
         tally = {point: 0 for point in POINTS}
         lock = threading.Lock()
@@ -246,16 +264,20 @@ frontend teardown
         if server.poll() is not None:
             problems.append(f"HAProxy died (exit {server.returncode})")
             return problems
-        settled = wait_for(lambda: show_info(cli).get("CurrConns") == "0"
-                           and in_flight(counters(stats_dir, server.pid))[0] == 0
-                           and open_fds(server.pid) <= fds_before, 30, None)
+        def at_rest():
+            values = counters(stats_dir, server.pid)
+            return (show_info(cli).get("CurrConns") == "0" and in_flight(values)[0] == 0
+                    and values.get("records_alive") == values.get("jobs_abandoned")
+                    and open_fds(server.pid) <= fds_before)
+        settled = wait_for(at_rest, 30, None)
         values, info_after, fds_after = counters(stats_dir, server.pid), show_info(cli), open_fds(server.pid)
         left, offloaded = in_flight(values)
         print(f"  {name}: {total} connections torn down in {elapsed:.1f} s ({tally}); "
               f"{offloaded} operations offloaded, {left} not handed back; HAProxy fds {fds_before} -> {fds_after}, "
               f"CurrConns {info_after.get('CurrConns')}, Jobs {info_before.get('Jobs')} -> {info_after.get('Jobs')}, "
-              f"records alive {values.get('records_alive')}, wake-ups withheld {values.get('wakeups_withheld')}",
-              flush=True)
+              f"jobs HAProxy abandoned paused {values.get('jobs_abandoned')}, operation records alive "
+              f"{values.get('records_alive')}, wake-ups withheld {values.get('wakeups_withheld')}; "
+              f"resident {rss_before // 1024} -> {resident_kib(server.pid) // 1024} MiB", flush=True)
         if total < options.closes and time.time() >= stop_at:
             print(f"  {name}: stopped at the {options.seconds} s limit", flush=True)
         if not settled:
@@ -266,11 +288,15 @@ frontend teardown
             problems.append(f"HAProxy's open fds went from {fds_before} to {fds_after}")
         if info_after.get("Jobs") != info_before.get("Jobs"):
             problems.append(f"HAProxy's jobs went from {info_before.get('Jobs')} to {info_after.get('Jobs')}")
-        if values.get("records_alive", 0) != 0:
-            problems.append(f"{values.get('records_alive')} operation records still held by jobs never resumed")
+        # HAProxy frees a connection whose job is paused once the job's fd
+        # fires, without resuming it (its issue #3453): OpenSSL never frees
+        # that job. Each such job holds one record; any other live record is ours.
+        if "records_alive" not in values or values["records_alive"] != values.get("jobs_abandoned"):
+            problems.append(f"{values.get('records_alive')} operation records alive, "
+                            f"{values.get('jobs_abandoned')} held by abandoned jobs")
         if offloaded == 0:
             problems.append("nothing was offloaded")
-        served = sum(1 for _ in range(20) if full_handshake(port))
+        served = sum(1 for _ in range(20) if succeeds(full_handshake, port))
         after = in_flight(counters_after_publish(stats_dir, server.pid))[1]
         if served != 20 or after <= offloaded:
             problems.append(f"afterwards {served}/20 full handshakes served, offloaded {offloaded} -> {after}")
@@ -283,6 +309,13 @@ frontend teardown
         if server.poll() is None:
             server.terminate()
             server.wait(10)
+
+
+def succeeds(function, *arguments):
+    try:
+        return function(*arguments)
+    except OSError:
+        return False
 
 
 def counters_after_publish(stats_dir, pid):
@@ -337,16 +370,21 @@ def main():
                    stderr=subprocess.DEVNULL, env={**os.environ, "OPENSSL_CONF": "/dev/null"})
     with open(options.pem, "w") as out:
         out.write(open(options.cert).read() + open(key).read())
+    # A slow worker keeps operations on the pool while connections close; a
+    # quick one finishes failed operations before their jobs pause.
+    configs = [(front_end + speed, source, delay)
+               for front_end, source in (("engine", "openssl.cnf"), ("provider", "openssl-provider.cnf"))
+               for speed, delay in (("", options.delay_usec), ("-quick", 0))]
     failed = 0
-    for name, source in (("engine", "openssl.cnf"), ("provider", "openssl-provider.cnf")):
+    for name, source, delay in configs:
         cnf = os.path.join(work, source)
         with open(cnf, "w") as out:
             out.write(open(os.path.join(options.repo, source)).read().replace("./build/swiftasync.so", module))
-        problems = run_config(options, name, cnf, work)
+        problems = run_config(options, name, cnf, delay, work)
         for problem in problems:
             print(f"  {name}: PROBLEM: {problem}", flush=True)
         failed += bool(problems)
-    print(f"teardown under fire: {2 - failed} passed, {failed} failed", flush=True)
+    print(f"teardown under fire: {len(configs) - failed} passed, {failed} failed", flush=True)
     return 1 if failed else 0
 
 

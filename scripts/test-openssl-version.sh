@@ -16,9 +16,10 @@ cd "$(dirname "$0")/.."
 so=$(cd "$(dirname "${2:?the .so built against it}")" && pwd)/$(basename "$2")
 if [ "${1:?folder made by scripts/fetch-openssl.sh, or system}" = system ]; then
     run=$(mktemp); printf '#!/bin/sh\nprogram=$1; shift\nexec "$(command -v "$program" || echo "$program")" "$@"\n' > "$run"
-    chmod +x "$run"; headers=/usr/include
+    chmod +x "$run"; headers=/usr/include; libraries=
 else
     folder=$(cd "$1" && pwd); run=$folder/run; headers=$folder/root/usr/include
+    libraries="-L$folder/root/usr/lib/x86_64-linux-gnu -Wl,--allow-shlib-undefined"
 fi
 version=$("$run" openssl version | awk '{ print $2 }')
 series=${version%.*}
@@ -59,6 +60,9 @@ check() {
 }
 
 check "its openssl runs with its own libraries" '"$run" openssl version | grep -q "^OpenSSL $series\."'
+check "a wait ctx counts the fds added since the last pause (the engine withdraws fds no pause announced)" '
+    cc -o "$work/wait-ctx-counts" scripts/wait-ctx-counts.c -I"$headers" -I"$headers/x86_64-linux-gnu" $libraries -lcrypto
+    "$run" "$work/wait-ctx-counts"'
 check "the provider loads through openssl-provider.cnf" '
     OPENSSL_CONF=$work/provider.cnf "$run" openssl list -providers | tee "$work/list"
     grep -A3 "^  swiftasync" "$work/list" | grep -q "status: active"'

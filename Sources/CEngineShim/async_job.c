@@ -120,6 +120,7 @@ static int run_in_job(sa_record *record, ASYNC_WAIT_CTX *wait_ctx)
 
     if (!attach_wake(record, wait_ctx, &created))
         return run_on_this_thread(record);
+    sa_wake_fd_begin_wait(record->wake_fd);
     if (submit_from_job(record, wait_ctx)) {
         wait_for_worker(record);
         sa_record_replay_errors(record);
@@ -127,6 +128,7 @@ static int run_in_job(sa_record *record, ASYNC_WAIT_CTX *wait_ctx)
     } else {
         succeeded = run_on_this_thread(record);
     }
+    sa_wake_fd_end_wait(record->wake_fd);
     if (created)
         sa_wake_fd_withdraw_if_unannounced(wait_ctx);
     return succeeded;

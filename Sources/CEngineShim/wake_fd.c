@@ -12,6 +12,24 @@
 /* Its address identifies our fd among those other engines register. */
 static const char wake_fd_key = 0;
 
+/* Jobs whose wait ctx was freed while they waited: never resumed, never freed. */
+static atomic_long jobs_abandoned;
+
+long sa_jobs_abandoned(void)
+{
+    return atomic_load_explicit(&jobs_abandoned, memory_order_relaxed);
+}
+
+void sa_wake_fd_begin_wait(sa_wake_fd *wake_fd)
+{
+    atomic_fetch_add_explicit(&wake_fd->jobs_waiting, 1, memory_order_relaxed);
+}
+
+void sa_wake_fd_end_wait(sa_wake_fd *wake_fd)
+{
+    atomic_fetch_sub_explicit(&wake_fd->jobs_waiting, 1, memory_order_relaxed);
+}
+
 /* Every live eventfd, so a forked child can give itself its own. */
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static sa_wake_fd *registry;
@@ -51,6 +69,9 @@ static void wake_fd_cleanup(ASYNC_WAIT_CTX *wait_ctx, const void *key,
     sa_wake_fd *wake_fd = custom;
 
     (void)wait_ctx; (void)key; (void)fd;
+    atomic_fetch_add_explicit(&jobs_abandoned,
+                              atomic_load_explicit(&wake_fd->jobs_waiting, memory_order_relaxed),
+                              memory_order_relaxed);
     pthread_mutex_lock(&wake_fd->lock);
     wake_fd->wait_ctx_alive = 0;
     close(wake_fd->fd);
@@ -87,6 +108,7 @@ static sa_wake_fd *wake_fd_create(ASYNC_WAIT_CTX *wait_ctx)
         return NULL;
     }
     atomic_init(&wake_fd->references, 1);   /* the wait ctx's reference */
+    atomic_init(&wake_fd->jobs_waiting, 0);
     pthread_mutex_init(&wake_fd->lock, NULL);
     wake_fd->wait_ctx_alive = 1;
     registry_add(wake_fd);

@@ -16,6 +16,7 @@
 
 typedef struct sa_wake_fd {
     atomic_int references;
+    atomic_int jobs_waiting;              /* jobs between submitting and resuming done */
     int fd;                               /* -1 once the wait ctx is gone */
     pthread_mutex_t lock;                 /* held while delivering, and to mark it gone */
     int wait_ctx_alive;
@@ -34,6 +35,12 @@ sa_wake_fd *sa_wake_fd_for(ASYNC_WAIT_CTX *wait_ctx, int *created);
 void sa_wake_fd_withdraw_if_unannounced(ASYNC_WAIT_CTX *wait_ctx);
 void sa_wake_fd_retain(sa_wake_fd *wake_fd);
 void sa_wake_fd_release(sa_wake_fd *wake_fd);
+/*
+ * Around a job's wait for its operation: a wait ctx freed while a job waits
+ * abandons that job (OpenSSL never resumes it), counted in sa_jobs_abandoned.
+ */
+void sa_wake_fd_begin_wait(sa_wake_fd *wake_fd);
+void sa_wake_fd_end_wait(sa_wake_fd *wake_fd);
 /* Makes the fd readable now (used when asking the app to come back). */
 void sa_wake_fd_signal(const sa_wake_fd *wake_fd);
 /* Consumes any pending signal so select/epoll do not report it again. */

@@ -59,11 +59,14 @@ public enum CancelCheck {
         let callbacks = lateCallbacks()
         let after = try engine.stats()
         let withheld = (after.header["wakeups_withheld"] ?? 0) - (before.header["wakeups_withheld"] ?? 0)
+        let abandoned = (after.header["jobs_abandoned"] ?? 0) - (before.header["jobs_abandoned"] ?? 0)
+        let held = (after.header["records_alive"] ?? 0) - (before.header["records_alive"] ?? 0)
         let ok = freed.count == expected && Set(reused) == Set(freed) && settled && written.isEmpty
-            && callbacks.isEmpty && withheld == expected
+            && callbacks.isEmpty && withheld == expected && abandoned == expected && held == expected
         report.note(ok, "\(label): \(freed.count) connections freed with operations in flight, "
             + "\(reused.count) of their fd numbers reused at once, \(written.count) written to, "
-            + "\(callbacks.count) late callbacks, \(withheld) wake-ups withheld\(settled ? "" : ", OPERATIONS LOST")")
+            + "\(callbacks.count) late callbacks, \(withheld) wake-ups withheld, \(abandoned) jobs counted "
+            + "abandoned, holding \(held) records\(settled ? "" : ", OPERATIONS LOST")")
     }
 
     /// New eventfds until each of `numbers` is one of them; the others are closed.

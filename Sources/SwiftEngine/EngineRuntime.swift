@@ -303,6 +303,7 @@ final class EngineRuntime: @unchecked Sendable {
                 + " queue_depth=\(configuration.queueDepth) sync_offload=\(configuration.syncOffload ? 1 : 0)"
                 + " queued=\(queued) busy_threads=\(busy)"
                 + " multibuffer=\(LanePolicy.status(enabled: configuration.multibuffer))"
+                + " records_alive=\(sa_records_alive()) jobs_abandoned=\(sa_jobs_abandoned())"
         }
         return statistics.report(header: header)
     }

@@ -104,6 +104,17 @@ void sa_worker_will_exit(void);
  * together) runs there, uncounted, and never waits for the pool.
  */
 int sa_worker_is_computing(void);
+/*
+ * Operation records not yet freed: held by a worker, or by a job that has not
+ * resumed. A job the application freed while it was paused is never resumed
+ * (OpenSSL leaks it), so at rest this counts the jobs abandoned that way.
+ */
+long sa_records_alive(void);
+/*
+ * Jobs whose wait ctx the application freed while they waited for their
+ * operation: each holds one record for good. At rest, records_alive equals it.
+ */
+long sa_jobs_abandoned(void);
 /* A blocking eventfd for a thread that waits outside async jobs; -1 on error. */
 int sa_eventfd_new_blocking(void);
 /* In a forked child: gives every wait ctx's eventfd a private successor. */
