@@ -20,12 +20,18 @@ ENGINE_BUILD := .build-engine$(SCRATCH_KIND)
 TEST_BUILD   := .build$(SCRATCH_KIND)
 # The packaged engine-loader carries its Swift runtime: a scratch path of its own.
 STATIC_BUILD := .build-static$(SCRATCH_KIND)
+STATIC_LOADER = $$($(SWIFT) build -c release --static-swift-stdlib --scratch-path $(STATIC_BUILD) --show-bin-path)/engine-loader
+# engine-loader's manual page comes from its argument parser; the engine's
+# build flags do not matter to it, so both kinds of build share one scratch path.
+MAN_BUILD    := .build-man
+MANPAGE      := build/man/engine-loader.1
+PREFIX       ?= /usr/local
 VERSION      ?= 0.9.0
 ARCH          = $(shell dpkg --print-architecture)
 DEB_DIR      := build/deb$(SCRATCH_KIND)
 DEBS          = $(DEB_DIR)/swiftasync_$(VERSION)_$(ARCH).deb $(DEB_DIR)/swiftasync-dbgsym_$(VERSION)_$(ARCH).deb
 
-.PHONY: all engine loader install deps test test-tlsfuzzer test-teardown test-versions versions sanitize fuzz stress bench bench-tls deb test-deb bench-sweep clean
+.PHONY: all engine loader static-loader man install deps test test-tlsfuzzer test-teardown test-versions versions sanitize fuzz stress bench bench-tls deb test-deb bench-sweep clean
 
 all: engine loader
 
@@ -39,12 +45,25 @@ engine: deps
 	SWIFT=$(SWIFT) scripts/build-engine.sh $(ENGINE_BUILD) $(ENGINE_SO)
 	@echo "built $(ENGINE_SO)"
 
-# One .so, two names: the engine (ENGINE_by_id) and the provider (-provider swiftasync).
-install: engine
+# One .so, two names: the engine (ENGINE_by_id) and the provider (-provider
+# swiftasync); engine-loader and its manual page under PREFIX.
+install: engine static-loader man
 	install -m 0644 $(ENGINE_SO) $(ENGINESDIR)/swiftasync.so
 	install -d $(MODULESDIR)
 	ln -sf $(ENGINESDIR)/swiftasync.so $(MODULESDIR)/swiftasync.so
-	@echo "installed $(ENGINESDIR)/swiftasync.so and $(MODULESDIR)/swiftasync.so"
+	install -D -m 0755 $(STATIC_LOADER) $(PREFIX)/bin/engine-loader
+	install -D -m 0644 $(MANPAGE) $(PREFIX)/share/man/man1/engine-loader.1
+	@echo "installed $(ENGINESDIR)/swiftasync.so, $(MODULESDIR)/swiftasync.so, $(PREFIX)/bin/engine-loader and its manual page"
+
+# engine-loader with its Swift runtime linked in, as installed and packaged.
+static-loader:
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(STATIC_BUILD) --product engine-loader
+
+# swift-argument-parser's generate-manual plugin, dated by the last commit.
+man:
+	env -u SWIFTASYNC_CRYPTO_MB $(SWIFT) package --scratch-path $(MAN_BUILD) generate-manual \
+	    --date $$(git log -1 --format=%cs 2>/dev/null || date +%F) --authors "swiftasync developers"
+	install -D -m 0644 $(MAN_BUILD)/plugins/GenerateManual/outputs/engine-loader/engine-loader.1 $(MANPAGE)
 
 loader:
 	$(SWIFT) build -c release --scratch-path $(TEST_BUILD) --product engine-loader
@@ -105,10 +124,8 @@ test-versions: engine versions
 	done
 
 # swiftasync_<version>_<arch>.deb and its -dbgsym package, in build/deb.
-deb: engine
-	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(STATIC_BUILD) --product engine-loader
-	scripts/build-deb.sh $(VERSION) $(ENGINE_SO) \
-	    $$($(SWIFT) build -c release --static-swift-stdlib --scratch-path $(STATIC_BUILD) --show-bin-path)/engine-loader $(DEB_DIR)
+deb: engine static-loader man
+	scripts/build-deb.sh $(VERSION) $(ENGINE_SO) $(STATIC_LOADER) $(MANPAGE) $(DEB_DIR)
 
 test-deb: deb
 	scripts/test-deb.sh $(DEBS)

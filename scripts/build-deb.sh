@@ -2,18 +2,19 @@
 # Builds the Debian packages with dpkg-deb, as Debian lays them out:
 #   swiftasync_<version>_<arch>.deb         the engine in OpenSSL's engines directory (and,
 #                                           by a link, the provider in its modules directory),
-#                                           engine-loader in /usr/bin, the README and
-#                                           a sample openssl.cnf under /usr/share/doc
+#                                           engine-loader in /usr/bin and its manual page,
+#                                           the README and a sample openssl.cnf under /usr/share/doc
 #   swiftasync-dbgsym_<version>_<arch>.deb  their debug info, under /usr/lib/debug/.build-id
 # Depends comes from dpkg-shlibdeps: the libraries and versions these binaries
 # were linked against on this machine.
-#   scripts/build-deb.sh VERSION ENGINE_SO ENGINE_LOADER OUTPUT_DIR
+#   scripts/build-deb.sh VERSION ENGINE_SO ENGINE_LOADER MANUAL_PAGE OUTPUT_DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=${1:?version}
 engine=${2:?path of swiftasync.so}
 loader=${3:?path of a statically linked engine-loader}
-output=${4:?output folder}
+manpage=${4:?engine-loader.1}
+output=${5:?output folder}
 arch=$(dpkg --print-architecture)
 enginesdir=$(openssl version -e | sed -n 's/^ENGINESDIR: "\(.*\)"/\1/p')
 # Who made it: $MAINTAINER, else the author of the commit it is built from.
@@ -45,6 +46,8 @@ install -d "$main$modulesdir"
 ln -s "$(realpath --relative-to="$modulesdir" "$enginesdir")/swiftasync.so" "$main$modulesdir/swiftasync.so"
 ship "$loader" "$main/usr/bin/engine-loader"
 chmod 0755 "$main/usr/bin/engine-loader"
+install -D -m 0644 "$manpage" "$main/usr/share/man/man1/engine-loader.1"
+gzip -9n "$main/usr/share/man/man1/engine-loader.1"
 
 doc=$main/usr/share/doc/swiftasync
 install -d "$doc/examples" "$debug/usr/share/doc"

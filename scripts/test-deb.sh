@@ -17,21 +17,20 @@ for tool in gdb valgrind lintian; do
 done
 
 # What `make install` put there belongs to no package: set it aside for the
-# test, and put it back after.
-saved=""
-if [ -e "$target" ] && ! dpkg -S "$target" >/dev/null 2>&1; then
-    saved=$work/make-installed.so
-    mv "$target" "$saved"
-fi
-saved_link=""
-if [ -L "$provider" ] && ! dpkg -S "$provider" >/dev/null 2>&1; then
-    saved_link=$(readlink "$provider")
-    rm -f "$provider"
-fi
+# test (the installed engine-loader would shadow the package's on PATH), and
+# put it back after.
+installed_by_make="$target $provider /usr/local/bin/engine-loader /usr/local/share/man/man1/engine-loader.1"
+mkdir "$work/aside"
+set_aside=""
+for path in $installed_by_make; do
+    if { [ -e "$path" ] || [ -L "$path" ]; } && ! dpkg -S "$path" >/dev/null 2>&1; then
+        mv "$path" "$work/aside/$(echo "$path" | tr / _)"
+        set_aside="$set_aside $path"
+    fi
+done
 finish() {
     dpkg --purge swiftasync-dbgsym swiftasync >/dev/null 2>&1 || true
-    if [ -n "$saved" ]; then mv "$saved" "$target"; fi
-    if [ -n "$saved_link" ]; then ln -sf "$saved_link" "$provider"; fi
+    for path in $set_aside; do mv "$work/aside/$(echo "$path" | tr / _)" "$path"; done
     rm -rf "$work"
 }
 trap finish EXIT
@@ -48,6 +47,7 @@ check() {
 lintian --tag-display-limit 0 "$package" "$dbgsym" > "$work/lintian.txt" 2>&1 || true
 sed 's/^/     lintian: /' "$work/lintian.txt"
 check "lintian reports no error" '! grep -q "^E: " "$work/lintian.txt"'
+check "lintian finds a manual page for engine-loader" '! grep -q "no-manual-page" "$work/lintian.txt"'
 
 check "dpkg -i installs both packages" 'dpkg -i "$package" "$dbgsym"'
 dpkg -L swiftasync swiftasync-dbgsym | while read -r path; do [ -d "$path" ] || echo "$path"; done > "$work/files"
@@ -60,6 +60,11 @@ check "openssl speed -engine swiftasync: signatures counted as offloaded" '
 check "openssl list -provider swiftasync finds the provider by name" '
     openssl list -providers -provider swiftasync | grep -A2 "^  swiftasync" | grep -q "status: active"'
 check "engine-loader on PATH describes the installed engine" 'engine-loader info --engine "$target" | grep -q "^engine: *swiftasync"'
+check "man engine-loader: the manual page generated from its argument parser" '
+    man -w engine-loader && [ "$(man -w engine-loader)" = /usr/share/man/man1/engine-loader.1.gz ] &&
+    MANWIDTH=80 man engine-loader > "$work/man.txt" 2>&1 && grep -q "^NAME" "$work/man.txt" &&
+    for command in info check stats serve soak; do grep -q "^     $command " "$work/man.txt" || echo "no $command"; done > "$work/missing" &&
+    cat "$work/missing" && [ ! -s "$work/missing" ]'
 check "the sample openssl.cnf loads it" '
     OPENSSL_CONF=/usr/share/doc/swiftasync/examples/openssl.cnf openssl engine -t swiftasync | grep -q "\[ available \]"'
 check "gdb finds our functions and source lines through the debug file" '
