@@ -20,6 +20,14 @@ long sa_jobs_abandoned(void)
     return atomic_load_explicit(&jobs_abandoned, memory_order_relaxed);
 }
 
+/* Eventfds that could not be made (the process at its fd limit). */
+static atomic_long wake_fds_refused;
+
+long sa_wake_fds_refused(void)
+{
+    return atomic_load_explicit(&wake_fds_refused, memory_order_relaxed);
+}
+
 void sa_wake_fd_begin_wait(sa_wake_fd *wake_fd)
 {
     atomic_fetch_add_explicit(&wake_fd->jobs_waiting, 1, memory_order_relaxed);
@@ -104,6 +112,7 @@ static sa_wake_fd *wake_fd_create(ASYNC_WAIT_CTX *wait_ctx)
         return NULL;
     wake_fd->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (wake_fd->fd < 0) {
+        atomic_fetch_add_explicit(&wake_fds_refused, 1, memory_order_relaxed);
         OPENSSL_free(wake_fd);
         return NULL;
     }

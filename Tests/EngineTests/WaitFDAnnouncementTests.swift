@@ -141,3 +141,46 @@ final class ProviderWaitFDAnnouncementTests: XCTestCase {
                        2 * WaitFDAnnouncementTests.rounds, "every decryption reached the pool")
     }
 }
+
+/// A process at its fd limit: the engine cannot make the job's eventfd, so
+/// the operation is computed on the calling thread, as default OpenSSL
+/// would, counted, and nothing is left in the wait ctx.
+final class WaitFDLimitTests: EngineTestCase {
+    func testNoFDForAnEventfdComputesInline() throws {
+        let key = try RSAKeyPair(bits: 2048)
+        let operation = RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key)
+        let rsa = key.engineKey
+        let expected = operation.perform(on: key.softwareKey)
+        // The pool runs, and a job has switched stacks once (ASan writes its one
+        // warning about that to its log, which it opens then), before the limit drops.
+        _ = try AnnouncedWaitFDs.run({ operation.perform(on: rsa).result }, mode: .waitFD)
+        let before = try engine.stats()
+        let box = Box()
+        var saved = rlimit()
+        XCTAssertEqual(getrlimit(Int32(RLIMIT_NOFILE.rawValue), &saved), 0)
+        // The lowest free fd number becomes the limit: no new fd can be made.
+        let lowestFree = open("/dev/null", O_RDONLY)
+        XCTAssertGreaterThanOrEqual(lowestFree, 0)
+        close(lowestFree)
+        var lowered = saved
+        lowered.rlim_cur = rlim_t(lowestFree)
+        XCTAssertEqual(setrlimit(Int32(RLIMIT_NOFILE.rawValue), &lowered), 0)
+        let outcome = Result {
+            try AnnouncedWaitFDs.run({
+                let (result, output) = operation.perform(on: rsa)
+                box.output = output
+                return result
+            }, mode: .waitFD)
+        }
+        XCTAssertEqual(setrlimit(Int32(RLIMIT_NOFILE.rawValue), &saved), 0)
+        let finished = try outcome.get()
+        XCTAssertEqual(finished.result, expected.result)
+        XCTAssertEqual(box.output, expected.output)
+        XCTAssertEqual(finished.pauses, 0, "nothing to wait on: computed here")
+        XCTAssertEqual(finished.unannounced, [])
+        let after = try engine.stats()
+        XCTAssertEqual(after.count("rsa_private_encrypt", "inline") - before.count("rsa_private_encrypt", "inline"), 1)
+        XCTAssertEqual(after.count("rsa_private_encrypt", "offloaded") - before.count("rsa_private_encrypt", "offloaded"), 0)
+        XCTAssertEqual((after.header["wait_fds_refused"] ?? 0) - (before.header["wait_fds_refused"] ?? 0), 1)
+    }
+}

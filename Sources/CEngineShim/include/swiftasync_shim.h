@@ -115,6 +115,11 @@ long sa_records_alive(void);
  * operation: each holds one record for good. At rest, records_alive equals it.
  */
 long sa_jobs_abandoned(void);
+/*
+ * Jobs for which no eventfd could be made (the process at its fd limit):
+ * their operation was computed on the calling thread, as without the engine.
+ */
+long sa_wake_fds_refused(void);
 /* A blocking eventfd for a thread that waits outside async jobs; -1 on error. */
 int sa_eventfd_new_blocking(void);
 /* In a forked child: gives every wait ctx's eventfd a private successor. */
