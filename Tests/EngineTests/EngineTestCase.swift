@@ -40,3 +40,23 @@ class EngineTestCase: XCTestCase {
         XCTAssertEqual(check.mismatches, [], file: file, line: line)
     }
 }
+
+/// Each test loads swiftasync as a provider in a library context of its own
+/// (LoadedProvider) and closes it again.
+class ProviderTestCase: XCTestCase {
+    var loaded: LoadedProvider!
+
+    /// Lines of the provider's cnf section for this test class.
+    var providerSettings: [(String, String)] { [] }
+
+    override func setUpWithError() throws {
+        ERR_clear_error()
+        loaded = try LoadedProvider(settings: providerSettings)
+    }
+
+    override func tearDown() {
+        loaded?.close()
+        loaded = nil
+        ERR_clear_error()
+    }
+}

@@ -7,20 +7,14 @@ import XCTest
 /// them): results as the default provider gives them, and the key each
 /// context was initialised with is the key its lanes use, however contexts
 /// are freed, reused, duplicated or given another peer.
-final class ProviderLaneTests: XCTestCase {
-    var loaded: LoadedProvider!
+final class ProviderLaneTests: ProviderTestCase {
     var lanesRun = false
 
-    override func setUpWithError() throws {
-        ERR_clear_error()
-        loaded = try LoadedProvider(settings: [("MULTIBUFFER_MIN_FILL", "1")])
-        lanesRun = try loaded.stats().multibuffer == "in_use"
-    }
+    override var providerSettings: [(String, String)] { [("MULTIBUFFER_MIN_FILL", "1")] }
 
-    override func tearDown() {
-        loaded?.close()
-        loaded = nil
-        ERR_clear_error()
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        lanesRun = try loaded.stats().multibuffer == "in_use"
     }
 
     /// Runs the bodies in async jobs; the change of `algorithm`'s counters (offloaded, lanes).

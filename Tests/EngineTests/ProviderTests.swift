@@ -7,20 +7,7 @@ import XCTest
 /// result is compared with the default provider's alone (byte-equal where
 /// deterministic, verified where not), and the provider's own counters show
 /// where each step ran.
-final class ProviderTests: XCTestCase {
-    var loaded: LoadedProvider!
-
-    override func setUpWithError() throws {
-        ERR_clear_error()
-        loaded = try LoadedProvider()
-    }
-
-    override func tearDown() {
-        loaded?.close()
-        loaded = nil
-        ERR_clear_error()
-    }
-
+final class ProviderTests: ProviderTestCase {
     /// Runs each body in its own async job; returns the results and the counters' change.
     func inJobs(_ bodies: [() -> Int32], mode: WakeMode) throws -> (results: [Int32], before: EngineStats, after: EngineStats) {
         let before = try loaded.stats()

@@ -95,20 +95,7 @@ class WaitFDAnnouncementTests: EngineTestCase {
 }
 
 /// The same through the provider: its steps reach the pool by the same path.
-final class ProviderWaitFDAnnouncementTests: XCTestCase {
-    var loaded: LoadedProvider!
-
-    override func setUpWithError() throws {
-        ERR_clear_error()
-        loaded = try LoadedProvider()
-    }
-
-    override func tearDown() {
-        loaded?.close()
-        loaded = nil
-        ERR_clear_error()
-    }
-
+final class ProviderWaitFDAnnouncementTests: ProviderTestCase {
     func testDecryptionsThatFailAtOnce() throws {
         let key = try XCTUnwrap(LoadedProvider.generate("RSA", in: loaded.context))
         defer { EVP_PKEY_free(key) }
