@@ -5,18 +5,10 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 
-/* Records not yet freed: each is held by a worker or by a job that has not resumed. */
-static atomic_long records_alive;
-
-long sa_records_alive(void)
-{
-    return atomic_load_explicit(&records_alive, memory_order_relaxed);
-}
-
 void sa_record_init(sa_record *record, const sa_record_kind *kind,
                     sa_algorithm algorithm)
 {
-    atomic_fetch_add_explicit(&records_alive, 1, memory_order_relaxed);
+    sa_stats_note_records(1);
     record->public.algorithm = algorithm;
     record->public.lane_class = SA_LANES_NONE;
     record->public.wake.fd = -1;
@@ -51,7 +43,7 @@ void sa_record_release(sa_record *record)
         sa_wake_fd_release(record->wake_fd);
     OPENSSL_cleanse(record->errors, sizeof(record->errors));
     record->kind->destroy(record);
-    atomic_fetch_sub_explicit(&records_alive, 1, memory_order_relaxed);
+    sa_stats_note_records(-1);
 }
 
 int sa_record_is_done(sa_record *record)

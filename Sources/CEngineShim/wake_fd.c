@@ -12,22 +12,6 @@
 /* Its address identifies our fd among those other engines register. */
 static const char wake_fd_key = 0;
 
-/* Jobs whose wait ctx was freed while they waited: never resumed, never freed. */
-static atomic_long jobs_abandoned;
-
-long sa_jobs_abandoned(void)
-{
-    return atomic_load_explicit(&jobs_abandoned, memory_order_relaxed);
-}
-
-/* Eventfds that could not be made (the process at its fd limit). */
-static atomic_long wake_fds_refused;
-
-long sa_wake_fds_refused(void)
-{
-    return atomic_load_explicit(&wake_fds_refused, memory_order_relaxed);
-}
-
 void sa_wake_fd_begin_wait(sa_wake_fd *wake_fd)
 {
     atomic_fetch_add_explicit(&wake_fd->jobs_waiting, 1, memory_order_relaxed);
@@ -77,9 +61,7 @@ static void wake_fd_cleanup(ASYNC_WAIT_CTX *wait_ctx, const void *key,
     sa_wake_fd *wake_fd = custom;
 
     (void)wait_ctx; (void)key; (void)fd;
-    atomic_fetch_add_explicit(&jobs_abandoned,
-                              atomic_load_explicit(&wake_fd->jobs_waiting, memory_order_relaxed),
-                              memory_order_relaxed);
+    sa_stats_note_jobs_abandoned(atomic_load_explicit(&wake_fd->jobs_waiting, memory_order_relaxed));
     pthread_mutex_lock(&wake_fd->lock);
     wake_fd->wait_ctx_alive = 0;
     close(wake_fd->fd);
@@ -112,7 +94,7 @@ static sa_wake_fd *wake_fd_create(ASYNC_WAIT_CTX *wait_ctx)
         return NULL;
     wake_fd->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (wake_fd->fd < 0) {
-        atomic_fetch_add_explicit(&wake_fds_refused, 1, memory_order_relaxed);
+        sa_stats_note_wait_fd_refused();
         OPENSSL_free(wake_fd);
         return NULL;
     }

@@ -37,7 +37,7 @@ void sa_wake_fd_retain(sa_wake_fd *wake_fd);
 void sa_wake_fd_release(sa_wake_fd *wake_fd);
 /*
  * Around a job's wait for its operation: a wait ctx freed while a job waits
- * abandons that job (OpenSSL never resumes it), counted in sa_jobs_abandoned.
+ * abandons that job (OpenSSL never resumes it): sa_stats_note_jobs_abandoned.
  */
 void sa_wake_fd_begin_wait(sa_wake_fd *wake_fd);
 void sa_wake_fd_end_wait(sa_wake_fd *wake_fd);

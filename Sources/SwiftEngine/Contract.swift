@@ -26,6 +26,21 @@ func statsNoteInline(_ algorithm: sa_algorithm, _ succeeded: Int32) {
     EngineRuntime.shared.noteInline(algorithm, succeeded: succeeded != 0)
 }
 
+@_cdecl("sa_stats_note_records")
+func statsNoteRecords(_ change: Int32) {
+    EngineRuntime.shared.statistics.recordsAlive.wrappingAdd(Int(change), ordering: .relaxed)
+}
+
+@_cdecl("sa_stats_note_jobs_abandoned")
+func statsNoteJobsAbandoned(_ count: Int32) {
+    EngineRuntime.shared.statistics.jobsAbandoned.wrappingAdd(Int(count), ordering: .relaxed)
+}
+
+@_cdecl("sa_stats_note_wait_fd_refused")
+func statsNoteWaitFDRefused() {
+    EngineRuntime.shared.statistics.waitFDsRefused.increment()
+}
+
 @_cdecl("sa_pool_retire")
 func poolRetire() {
     EngineRuntime.shared.retirePool()

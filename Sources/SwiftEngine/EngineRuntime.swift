@@ -303,8 +303,6 @@ final class EngineRuntime: @unchecked Sendable {
                 + " queue_depth=\(configuration.queueDepth) sync_offload=\(configuration.syncOffload ? 1 : 0)"
                 + " queued=\(queued) busy_threads=\(busy)"
                 + " multibuffer=\(LanePolicy.status(enabled: configuration.multibuffer))"
-                + " records_alive=\(sa_records_alive()) jobs_abandoned=\(sa_jobs_abandoned())"
-                + " wait_fds_refused=\(sa_wake_fds_refused())"
         }
         return statistics.report(header: header)
     }

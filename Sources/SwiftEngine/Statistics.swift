@@ -36,6 +36,12 @@ final class Statistics: Sendable {
     let queueHighWater = Atomic<Int>(0)
     /// Finished operations whose connection the application had freed: not woken.
     let wakeupsWithheld = Atomic<Int>(0)
+    /// Operation records not yet freed; at rest, one per abandoned job.
+    let recordsAlive = Atomic<Int>(0)
+    /// Jobs whose wait ctx the application freed while they waited: never resumed.
+    let jobsAbandoned = Atomic<Int>(0)
+    /// Jobs for which no eventfd could be made: computed on the calling thread.
+    let waitFDsRefused = Atomic<Int>(0)
 
     func counters(for algorithm: sa_algorithm) -> Counters {
         counters[Int(algorithm.rawValue)]
@@ -54,7 +60,10 @@ final class Statistics: Sendable {
     /// One header line, then one line per algorithm: `name key=value ...`.
     func report(header: String) -> String {
         var text = header + " queue_high_water=\(queueHighWater.load(ordering: .relaxed))"
-            + " wakeups_withheld=\(wakeupsWithheld.load(ordering: .relaxed))\n"
+            + " wakeups_withheld=\(wakeupsWithheld.load(ordering: .relaxed))"
+            + " records_alive=\(recordsAlive.load(ordering: .relaxed))"
+            + " jobs_abandoned=\(jobsAbandoned.load(ordering: .relaxed))"
+            + " wait_fds_refused=\(waitFDsRefused.load(ordering: .relaxed))\n"
         for (name, counter) in zip(Self.algorithmNames, counters) {
             text += "\(name) offloaded=\(counter.offloaded.load(ordering: .relaxed))"
                 + " completed=\(counter.completed.load(ordering: .acquiring))"

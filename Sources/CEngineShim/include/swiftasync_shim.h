@@ -104,22 +104,6 @@ void sa_worker_will_exit(void);
  * together) runs there, uncounted, and never waits for the pool.
  */
 int sa_worker_is_computing(void);
-/*
- * Operation records not yet freed: held by a worker, or by a job that has not
- * resumed. A job the application freed while it was paused is never resumed
- * (OpenSSL leaks it), so at rest this counts the jobs abandoned that way.
- */
-long sa_records_alive(void);
-/*
- * Jobs whose wait ctx the application freed while they waited for their
- * operation: each holds one record for good. At rest, records_alive equals it.
- */
-long sa_jobs_abandoned(void);
-/*
- * Jobs for which no eventfd could be made (the process at its fd limit):
- * their operation was computed on the calling thread, as without the engine.
- */
-long sa_wake_fds_refused(void);
 /* A blocking eventfd for a thread that waits outside async jobs; -1 on error. */
 int sa_eventfd_new_blocking(void);
 /* In a forked child: gives every wait ctx's eventfd a private successor. */
@@ -142,6 +126,21 @@ sa_submit_result sa_pool_submit(sa_operation *op);
 int sa_pool_run_and_wait(sa_operation *op);
 /* Counts an operation computed on the application's thread. */
 void sa_stats_note_inline(sa_algorithm algorithm, int succeeded);
+/*
+ * Operation records made (+1) and freed (-1). One held by a job that is never
+ * resumed is never freed: at rest, those alive are the abandoned jobs'.
+ */
+void sa_stats_note_records(int change);
+/*
+ * Jobs whose wait ctx the application freed while they waited for their
+ * operation (OpenSSL never resumes such a job; each holds one record).
+ */
+void sa_stats_note_jobs_abandoned(int count);
+/*
+ * A job for which no eventfd could be made (the process at its fd limit): its
+ * operation is computed on the calling thread, as without the engine.
+ */
+void sa_stats_note_wait_fd_refused(void);
 
 /*
  * Drains the running pool and joins its workers (a new pool starts on the
