@@ -23,7 +23,6 @@ library only.
 import argparse
 import os
 import random
-import re
 import socket
 import ssl
 import struct
