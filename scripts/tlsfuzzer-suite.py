@@ -450,7 +450,7 @@ def main():
     parser.add_argument("--servers", default="haproxy1,haproxy2,s_server")
     parser.add_argument("--configs", default="plain,engine,provider")
     parser.add_argument("--slow-on", default="haproxy2", help="servers that also run the slow-worker variants")
-    parser.add_argument("--streams", type=int, default=4, help="scripts at once against one server")
+    parser.add_argument("--streams", type=int, default=3, help="scripts at once against one server")
     parser.add_argument("--time-limit", type=int, default=900, help="seconds for the whole suite")
     options = parser.parse_args()
     for name in ("module", "tlsfuzzer", "python", "work", "repo"):
