@@ -86,13 +86,21 @@ test: engine deb
 # nor Debian: where this machine has no git copy of it (TLSFUZZER_GIT, see
 # scripts/fetch-tlsfuzzer.sh) the suite says so and is skipped.
 TLSFUZZER_WORK := build/tlsfuzzer$(SCRATCH_KIND)
+# The whole grid with the default build; the scalar build, whose handshakes
+# differ only where lanes run, against HAProxy nbthread 2 (all five
+# configurations), which keeps CI within the hour.
+ifeq ($(MULTIBUFFER),0)
+TLSFUZZER_SERVERS ?= haproxy2
+else
+TLSFUZZER_SERVERS ?= haproxy1,haproxy2,s_server
+endif
 test-tlsfuzzer: engine
 	@status=0; folder=$$(scripts/fetch-tlsfuzzer.sh) || status=$$?; \
 	if [ $$status -eq 3 ]; then echo "test-tlsfuzzer: SKIPPED, no copy of tlsfuzzer on this machine"; exit 0; fi; \
 	[ $$status -eq 0 ] || exit $$status; \
 	rm -rf $(TLSFUZZER_WORK); \
 	python3 scripts/tlsfuzzer-suite.py --tlsfuzzer $$folder --python $$folder/venv/bin/python \
-	    --module $(ENGINE_ABS) --repo $(CURDIR) --work $(TLSFUZZER_WORK)
+	    --module $(ENGINE_ABS) --repo $(CURDIR) --work $(TLSFUZZER_WORK) --servers $(TLSFUZZER_SERVERS)
 
 # Connections torn down at every point of an offloaded handshake, thousands
 # of times, against HAProxy with the engine and the provider, slow worker and
