@@ -32,6 +32,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from local_servers import PLAIN_OPENSSL, free_port, read_stats, repository_cnf, self_signed
+
 POINTS = ["hello", "in-flight", "done", "decrypt", "failed"]
 
 
@@ -162,19 +164,10 @@ def show_info(socket_path):
 
 
 def counters(stats_dir, pid):
-    try:
-        lines = open(os.path.join(stats_dir, f"{pid}.stats")).read().splitlines()
-    except OSError:
-        return {}
-    result = {}
-    for line in lines:
-        fields = line.split()
-        for field in fields[1:]:
-            if "=" in field:
-                key, value = field.split("=", 1)
-                if value.isdigit():
-                    result[f"{fields[0]}.{key}" if not line.startswith("swiftasync ") else key] = int(value)
-    return result
+    """The header's counters by name, and each algorithm's as ALGORITHM.NAME."""
+    header, algorithms = read_stats(stats_dir, pid)
+    return {**header, **{f"{algorithm}.{key}": value
+                         for algorithm, values in algorithms.items() for key, value in values.items()}}
 
 
 def in_flight(values):
@@ -202,7 +195,7 @@ def resident_kib(pid):
 
 def modulus_of(cert):
     text = subprocess.run(["openssl", "x509", "-noout", "-modulus", "-in", cert], check=True,
-                          stdout=subprocess.PIPE, env={**os.environ, "OPENSSL_CONF": "/dev/null"}).stdout.decode()
+                          stdout=subprocess.PIPE, env=PLAIN_OPENSSL).stdout.decode()
     return bytes.fromhex(text.strip().split("=", 1)[1])
 
 
@@ -322,12 +315,6 @@ def counters_after_publish(stats_dir, pid):
     return counters(stats_dir, pid)
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def can_connect(port):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -363,12 +350,8 @@ def main():
     work = os.path.abspath(options.work)
     os.makedirs(work, exist_ok=True)
     module = os.path.abspath(options.module)
-    options.cert, key, options.pem = (os.path.join(work, name) for name in ("rsa.crt", "rsa.key", "rsa.pem"))
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", options.cert,
-                    "-days", "30", "-subj", "/CN=localhost"], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, env={**os.environ, "OPENSSL_CONF": "/dev/null"})
-    with open(options.pem, "w") as out:
-        out.write(open(options.cert).read() + open(key).read())
+    certificate = self_signed(work, "rsa", ["-newkey", "rsa:2048"])
+    options.cert, options.pem = certificate["cert"], certificate["pem"]
     # A slow worker keeps operations on the pool while connections close; a
     # quick one finishes failed operations before their jobs pause.
     configs = [(front_end + speed, source, delay)
@@ -376,10 +359,7 @@ def main():
                for speed, delay in (("", options.delay_usec), ("-quick", 0))]
     failed = 0
     for name, source, delay in configs:
-        cnf = os.path.join(work, source)
-        with open(cnf, "w") as out:
-            out.write(open(os.path.join(options.repo, source)).read().replace("./build/swiftasync.so", module))
-        problems = run_config(options, name, cnf, delay, work)
+        problems = run_config(options, name, repository_cnf(options.repo, source, module, work), delay, work)
         for problem in problems:
             print(f"  {name}: PROBLEM: {problem}", flush=True)
         failed += bool(problems)

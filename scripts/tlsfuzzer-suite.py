@@ -21,6 +21,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from local_servers import PLAIN_OPENSSL, free_port, read_stats, repository_cnf, self_signed
+
 # (script, certificate it needs, extra arguments). All run with -n 0: every
 # probe, no random sampling.
 SCRIPTS = [
@@ -73,16 +75,6 @@ def log(text):
     print(text, flush=True)
 
 
-def run(arguments, **kwargs):
-    return subprocess.run(arguments, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_for_port(port, process, seconds=20):
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -101,33 +93,13 @@ def make_certificates(work):
     keys = {"rsa": ["-newkey", "rsa:2048"],
             "rsapss": ["-newkey", "rsa-pss", "-pkeyopt", "rsa_keygen_bits:2048"],
             "ecdsa": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]}
-    paths = {}
-    for name, newkey in keys.items():
-        key, cert, both = (os.path.join(work, f"{name}.{kind}") for kind in ("key", "crt", "pem"))
-        run(["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", key, "-out", cert, "-days", "30",
-             "-subj", "/CN=localhost"], env=plain_environment())
-        with open(both, "w") as out:
-            out.write(open(cert).read() + open(key).read())
-        paths[name] = {"key": key, "cert": cert, "pem": both}
-    return paths
-
-
-def plain_environment():
-    environment = dict(os.environ)
-    environment["OPENSSL_CONF"] = "/dev/null"
-    return environment
+    return {name: self_signed(work, name, newkey) for name, newkey in keys.items()}
 
 
 def write_configurations(repo, module, work):
     """The repository's openssl.cnf and openssl-provider.cnf with an absolute module path."""
-    written = {}
-    for name, source in (("engine", "openssl.cnf"), ("provider", "openssl-provider.cnf")):
-        text = open(os.path.join(repo, source)).read().replace("./build/swiftasync.so", module)
-        path = os.path.join(work, source)
-        with open(path, "w") as out:
-            out.write(text)
-        written[name] = path
-    return written
+    return {name: repository_cnf(repo, source, module, work)
+            for name, source in (("engine", "openssl.cnf"), ("provider", "openssl-provider.cnf"))}
 
 
 def configurations(cnf, stats_dir, slow):
@@ -237,7 +209,7 @@ def parse_tlsfuzzer(output, reasons=None):
 def run_script(options, script, port, arguments, probes=None):
     command = [options.python, os.path.join(options.tlsfuzzer, "scripts", f"{script}.py"),
                "-h", "127.0.0.1", "-p", str(port), "-n", "0", *arguments, *(probes or [])]
-    environment = {**plain_environment(), "PYTHONPATH": options.tlsfuzzer}
+    environment = {**PLAIN_OPENSSL, "PYTHONPATH": options.tlsfuzzer}
     try:
         completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment,
                                    timeout=SCRIPT_TIMEOUT, cwd=options.tlsfuzzer)
@@ -252,17 +224,7 @@ def run_script(options, script, port, arguments, probes=None):
 
 def read_counters(stats_dir, pid):
     """algorithm -> {counter: value} from the live counters a server publishes."""
-    path = os.path.join(stats_dir, f"{pid}.stats")
-    counters = {}
-    try:
-        text = open(path).read()
-    except OSError:
-        return counters
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) > 1 and "=" in fields[1]:
-            counters[fields[0]] = {key: int(value) for key, value in (field.split("=") for field in fields[1:])}
-    return counters
+    return read_stats(stats_dir, pid)[1]
 
 
 def add_counters(total, more):
