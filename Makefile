@@ -31,12 +31,13 @@ ARCH          = $(shell dpkg --print-architecture)
 DEB_DIR      := build/deb$(SCRATCH_KIND)
 DEBS          = $(DEB_DIR)/swiftasync_$(VERSION)_$(ARCH).deb $(DEB_DIR)/swiftasync-dbgsym_$(VERSION)_$(ARCH).deb
 
-.PHONY: all engine loader static-loader man install deps test test-tlsfuzzer test-teardown test-versions versions sanitize fuzz stress bench bench-tls deb test-deb bench-sweep clean
+.PHONY: all engine loader static-loader man install deps test test-tlsfuzzer test-teardown test-versions versions sanitize fuzz stress bench bench-tls bench-latency bench-keystore deb test-deb bench-sweep clean
 
 all: engine loader
 
 deps:
 	scripts/install-deps.sh
+	scripts/fetch-pkcs11-provider.sh > /dev/null
 ifneq ($(MULTIBUFFER),0)
 	scripts/fetch-crypto-mb.sh $(SWIFTASYNC_CRYPTO_MB)
 endif
@@ -164,6 +165,17 @@ bench-sweep: engine
 # Full TLS handshakes/s with and without the engine: engine-loader serve and HAProxy under h2load.
 bench-tls: engine loader
 	ENGINE_SO=$(ENGINE_ABS) ENGINE_LOADER=$$($(SWIFT) build -c release --scratch-path $(TEST_BUILD) --show-bin-path)/engine-loader scripts/bench-tls.sh
+
+# Handshake latency under an open-loop load (10-120% of plain capacity and
+# on), none/engine/provider, serve and HAProxy: percentiles, docs/latency-*.png.
+bench-latency: engine loader
+	ENGINE_SO=$(ENGINE_ABS) ENGINE_LOADER=$$($(SWIFT) build -c release --scratch-path $(TEST_BUILD) --show-bin-path)/engine-loader scripts/bench-latency.sh docs
+	scripts/latency-targets.sh docs
+
+# A token's key behind a device delay of +0/+5/+20/+100 ms: pkcs11-provider alone
+# against swiftasync, engine-loader serve and HAProxy (docs/keystores.md).
+bench-keystore: engine loader
+	ENGINE_SO=$(ENGINE_ABS) ENGINE_LOADER=$$($(SWIFT) build -c release --scratch-path $(TEST_BUILD) --show-bin-path)/engine-loader scripts/bench-keystore.sh
 
 clean:
 	rm -rf $(ENGINE_DIR) $(ENGINE_BUILD) .build

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side by side, in one run: `openssl speed` without the engine (one core and
 # -multi <cores>) and with swiftasync (no async jobs, -async_jobs 1, 8 and 64,
-# and -async_jobs 64 with the 8-lane path switched off), then the provider
+# and -async_jobs 64 with the 8-lane path switched off, alone and with the
+# callers computing at saturation, CALLER_RUNS_DEPTH), then the provider
 # at -async_jobs 64 (openssl-provider.cnf); then, on each newer OpenSSL built
 # by `make versions` (BENCH_OPENSSL_SERIES, default 4.0), that version's own
 # speed (one core, -multi) against the provider built for it. Wall-clock rates
@@ -12,6 +13,8 @@ set -euo pipefail
 engine=${ENGINE_SO:?path of swiftasync.so}
 seconds=${BENCH_SECONDS:-5}
 cores=$(nproc)
+# Workers for the caller-runs row with one fewer: the caller takes the last core.
+fewer=$((cores > 1 ? cores - 1 : 1))
 algorithms=${BENCH_ALGORITHMS:-rsa2048 rsa4096 ecdhx25519 ecdhp256 ecdsap256}
 stats=$(mktemp)
 
@@ -34,7 +37,7 @@ counted_rate() {
 # The same through the provider: openssl-provider.cnf with the module's path made absolute.
 provider_cnf=$(mktemp)
 trap 'rm -f "$stats" "$provider_cnf"' EXIT
-sed "s|./build/swiftasync.so|$engine|" "$(dirname "$0")/../openssl-provider.cnf" > "$provider_cnf"
+sed "s|^module = .*|module = $engine|" "$(dirname "$0")/../openssl-provider.cnf" > "$provider_cnf"
 engine_rate() { counted_rate rate -engine "$engine" "$@"; }
 provider_rate() { OPENSSL_CONF=$provider_cnf counted_rate rate "$@"; }
 
@@ -71,11 +74,22 @@ for algorithm in $algorithms; do
     row "engine, -async_jobs 64" "$jobs64" "$jobs64_offloaded" "$jobs64_lanes" "$jobs64_fill"
     read -r scalar64 scalar64_offloaded _ _ <<< "$(SWIFTASYNC_MULTIBUFFER=0 engine_rate -async_jobs 64)"
     row "engine, -async_jobs 64, MULTIBUFFER=0" "$scalar64" "$scalar64_offloaded" 0 -
+    # Without lanes (as on a CPU without IFMA) the callers compute when the pool is saturated:
+    # with a worker per core, and with one fewer (the caller is the last core's).
+    read -r callers64 callers64_offloaded _ _ <<< "$(SWIFTASYNC_MULTIBUFFER=0 SWIFTASYNC_CALLER_RUNS_DEPTH=4 engine_rate -async_jobs 64)"
+    row "  ... CALLER_RUNS_DEPTH=4" "$callers64" "$callers64_offloaded" 0 -
+    read -r fewer64 fewer64_offloaded _ _ <<< "$(SWIFTASYNC_MULTIBUFFER=0 SWIFTASYNC_CALLER_RUNS_DEPTH=4 \
+        SWIFTASYNC_THREADS=$fewer engine_rate -async_jobs 64)"
+    row "  ... CALLER_RUNS_DEPTH=4, THREADS=$fewer" "$fewer64" "$fewer64_offloaded" 0 -
     read -r provider64 provider64_offloaded provider64_lanes provider64_fill <<< "$(provider_rate -async_jobs 64)"
     row "provider, -async_jobs 64" "$provider64" "$provider64_offloaded" "$provider64_lanes" "$provider64_fill"
     r64=$(ratio "$jobs64" "$multi")
     echo "ratio engine -async_jobs 64 / software -multi $cores: $r64 (target >= $target64: $(verdict "$r64" "$target64"))"
     echo "ratio engine -async_jobs 64, MULTIBUFFER=0 / software -multi $cores: $(ratio "$scalar64" "$multi")"
+    for callers in "CALLER_RUNS_DEPTH=4:$callers64" "CALLER_RUNS_DEPTH=4 THREADS=$fewer:$fewer64"; do
+        rc=$(ratio "${callers##*:}" "$multi")
+        echo "ratio engine -async_jobs 64, MULTIBUFFER=0 ${callers%%:*} / software -multi $cores: $rc (target >= 0.97: $(verdict "$rc" 0.97))"
+    done
     rp=$(ratio "$provider64" "$jobs64")
     echo "ratio provider -async_jobs 64 / engine -async_jobs 64: $rp (target >= 0.95: $(verdict "$rp" 0.95))"
     if [ "$algorithm" = rsa2048 ]; then
@@ -96,7 +110,7 @@ for series in ${BENCH_OPENSSL_SERIES-4.0}; do
         echo; echo "OpenSSL $series: not built (make versions OPENSSL_SERIES=$series)"; continue
     fi
     OPENSSL="$folder/run openssl"
-    sed "s|./build/swiftasync.so|$(cd "$(dirname "$module")" && pwd)/swiftasync.so|" \
+    sed "s|^module = .*|module = $(cd "$(dirname "$module")" && pwd)/swiftasync.so|" \
         "$(dirname "$0")/../openssl-provider.cnf" > "$provider_cnf"
     echo; echo "$($OPENSSL version), the provider built for it"
     for algorithm in $algorithms; do

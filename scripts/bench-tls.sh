@@ -2,7 +2,8 @@
 # Full TLS handshakes per second, with and without the engine, in one run:
 # h2load (one request per connection, so every request is a new handshake)
 # against `engine-loader serve` (one event-loop thread) and against HAProxy
-# (ssl-mode-async, one and two threads), with RSA-2048, RSA-4096 and P-256
+# (ssl-mode-async, one and two threads) and Traffic Server (async handshakes,
+# the engine and the provider), with RSA-2048, RSA-4096 and P-256
 # certificates. h2load shares the machine's cores. Next to each rate: the
 # server's CPU per handshake on its own threads (serve: the loop thread).
 set -euo pipefail
@@ -14,17 +15,7 @@ work=$(mktemp -d)
 trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT
 ulimit -n 65536 2>/dev/null || true
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
-
-# h2load with $clients connections; the server closes each after one response
-# and h2load reconnects, so every request is a full handshake. Prints handshakes/s.
-drive() {
-    local port=$1 extra=$2
-    h2load $extra -n "$handshakes" -c "$clients" "https://127.0.0.1:$port/" > "$work/h2load.txt" 2>&1
-    grep -q "$handshakes succeeded, 0 failed" "$work/h2load.txt" || { echo "h2load failed:" >&2; cat "$work/h2load.txt" >&2; return 1; }
-    sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p' "$work/h2load.txt" | awk '{ printf "%.0f", $1 }'
-}
+source "$(dirname "$0")/bench-lib.sh"
 
 # engine-loader serve: "handshakes/s loop-CPU-µs-per-handshake lanes".
 serve() {
@@ -42,19 +33,6 @@ serve() {
 # Operations the engine ran in 8-lane calls, over all algorithms, from a STATS report.
 lanes() {
     awk '{ for (i = 2; i <= NF; i++) if ($i ~ /^lanes=/) { split($i, kv, "="); sum += kv[2] } } END { print sum + 0 }' "$1"
-}
-
-# A certificate and key for HAProxy: rsa2048, rsa4096 or p256.
-certificate() {
-    local key=$1
-    [ -f "$work/$key.pem" ] && return
-    case $key in
-        p256) openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
-                  -keyout "$work/$key.key" -out "$work/$key.crt" 2>/dev/null ;;
-        *)    openssl req -x509 -newkey "rsa:${key#rsa}" -nodes -days 2 -subj /CN=localhost \
-                  -keyout "$work/$key.key" -out "$work/$key.crt" 2>/dev/null ;;
-    esac
-    cat "$work/$key.crt" "$work/$key.key" > "$work/$key.pem"
 }
 
 # HAProxy (master-worker, ssl-mode-async): "handshakes/s worker-CPU-µs-per-handshake".
@@ -77,13 +55,38 @@ haproxy_rate() {
     wait_port "$port"
     worker=$(pgrep -P "$pid" haproxy | head -1)
     rate=$(drive "$port" --h1)
-    ticks=$(haproxy_threads_cpu "$worker")
+    ticks=$(server_threads_cpu "$worker")
     kill "$pid"; wait "$pid" 2>/dev/null || true
-    echo "$rate $(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$handshakes" 'BEGIN { printf "%.0f", t / hz / n * 1e6 }')"
+    echo "$rate $(per_handshake_us "$ticks")"
 }
 
-# CPU ticks (user + system) of a HAProxy worker's own threads, the engine's left out.
-haproxy_threads_cpu() {
+# Traffic Server (one net thread, async handshakes) with swiftasync as an ENGINE
+# (its engine.conf_file) or as the provider (OPENSSL_CONF), or neither:
+# "handshakes/s server-CPU-µs-per-handshake".
+trafficserver_rate() {
+    local key=$1 front=$2 port pid rate ticks engine_cnf=- conf=/dev/null
+    port=$(free_port)
+    certificate "$key"
+    case $front in
+        engine)   engine_cnf="$work/openssl.cnf"; sed "s|./build/swiftasync.so|$engine|" openssl.cnf > "$engine_cnf" ;;
+        provider) conf="$work/openssl-provider.cnf"; sed "s|^module = .*|module = $engine|" openssl-provider.cnf > "$conf" ;;
+    esac
+    rm -rf "$work/ats"
+    OPENSSL_CONF=$conf scripts/trafficserver.sh "$work/ats" "$port" "$work/$key.crt" "$work/$key.key" "$engine_cnf" \
+        > "$work/ats.log" 2>&1 &
+    pid=$!
+    wait_port "$port"
+    rate=$(drive "$port" --h1)
+    ticks=$(server_threads_cpu "$pid")
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    echo "$rate $(per_handshake_us "$ticks")"
+}
+
+# CPU ticks spread over the run's handshakes, in µs each.
+per_handshake_us() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$handshakes" 'BEGIN { printf "%.0f", t / hz / n * 1e6 }'; }
+
+# CPU ticks (user + system) of a server process's own threads, the engine's left out.
+server_threads_cpu() {
     local total=0 task
     for task in /proc/"$1"/task/*; do
         grep -q '^swiftasync' "$task/comm" && continue
@@ -92,7 +95,6 @@ haproxy_threads_cpu() {
     echo "$total"
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 row() { printf '%-44s %10s %10s %7s %-14s %18s %8s\n' "$@"; }
 
 echo "full handshakes, $handshakes per run over $clients connections, $(nproc) cores shared with h2load"
@@ -109,4 +111,11 @@ for case in "rsa2048 1 -" "rsa4096 1 -" "rsa2048 2 1.2" "rsa4096 2 -"; do
     read -r plain plain_cpu <<< "$(haproxy_rate "$key" "$threads" no)"
     read -r async async_cpu <<< "$(haproxy_rate "$key" "$threads" yes)"
     row "HAProxy nbthread $threads, $key, TLS 1.3" "$plain" "$async" "$(ratio "$async" "$plain")" ">= $goal" "$plain_cpu / $async_cpu" "-"
+done
+for key in rsa2048 rsa4096; do
+    read -r plain plain_cpu <<< "$(trafficserver_rate "$key" none)"
+    for front in engine provider; do
+        read -r async async_cpu <<< "$(trafficserver_rate "$key" "$front")"
+        row "Traffic Server 1 thread, $key, $front" "$plain" "$async" "$(ratio "$async" "$plain")" ">= -" "$plain_cpu / $async_cpu" "-"
+    done
 done

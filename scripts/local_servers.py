@@ -2,6 +2,7 @@
 share: loopback ports, certificates, the repository's cnf files made to load
 a given .so, and the live counters a server publishes. Standard library only."""
 import os
+import re
 import socket
 import subprocess
 
@@ -27,10 +28,14 @@ def self_signed(work, name, newkey):
 
 def repository_cnf(repo, source, module, work):
     """The repository's `source` (openssl.cnf, openssl-provider.cnf) in
-    `work`, its relative module path made `module`; returns its path."""
+    `work`, its module path (the engine's dynamic_path, the provider's
+    module) made `module`; returns its path."""
     path = os.path.join(work, source)
+    text = open(os.path.join(repo, source)).read()
+    text = re.sub(r"^(dynamic_path|module) = .*swiftasync\.so$", lambda m: f"{m.group(1)} = {module}",
+                  text, flags=re.MULTILINE)
     with open(path, "w") as out:
-        out.write(open(os.path.join(repo, source)).read().replace("./build/swiftasync.so", module))
+        out.write(text)
     return path
 
 

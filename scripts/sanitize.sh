@@ -38,6 +38,12 @@ reports=$(mktemp -d /tmp/swiftasync-$sanitizer.XXXXXX)
 chmod 1777 "$reports"   # servers drop privileges and still write their reports here
 common="log_path=$reports/report:print_suppressions=0"
 export SWIFTASYNC_SO=$so
+# The key-store tests' pkcs11-provider, in the form the sanitizers can load.
+if module=$(scripts/fetch-pkcs11-provider.sh 2>/dev/null); then
+    SWIFTASYNC_PKCS11_PROVIDER=$(scripts/pkcs11-provider-for-sanitizers.sh "$module" \
+        "$PWD/.build-pkcs11-provider/sanitizers/pkcs11.so")
+    export SWIFTASYNC_PKCS11_PROVIDER
+fi
 export SWIFTASYNC_SANITIZER_RUNTIME=$runtime
 export SWIFTASYNC_SANITIZER=$sanitizer
 export UBSAN_OPTIONS="$common:print_stacktrace=1:halt_on_error=1"

@@ -13,6 +13,7 @@
 #   scripts/test-openssl-version.sh OPENSSL_FOLDER|system SWIFTASYNC_SO
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$PWD
 so=$(cd "$(dirname "${2:?the .so built against it}")" && pwd)/$(basename "$2")
 if [ "${1:?folder made by scripts/fetch-openssl.sh, or system}" = system ]; then
     run=$(mktemp); printf '#!/bin/sh\nprogram=$1; shift\nexec "$(command -v "$program" || echo "$program")" "$@"\n' > "$run"
@@ -207,17 +208,20 @@ plain req -x509 -new -key rsa2048.pem -subj /CN=localhost -days 2 -out rsa-cert.
 plain req -x509 -new -key ecP-256.pem -subj /CN=localhost -days 2 -out ec-cert.pem 2>/dev/null
 handshakes=3
 port=$((20000 + RANDOM % 20000))
+server_conf=$work/provider.cnf
 # handshakes_offloaded NAME KEY CERT "server options" "client options" ALGORITHM=COUNT[:lanes]...
 # The server runs lanes for any fill: ":lanes" steps must all have gone through them.
 handshakes_offloaded() {
     local name=$1 key=$2 cert=$3 server_options=$4 client_options=$5; shift 5
     expectations=("$@")
     port=$((port + 1))
+    # A port something else listens on would be taken for ours.
+    while [ -n "$(ss -Hltn "sport = :$port")" ]; do port=$((port + 1)); done
     check "s_server -async, $name: every handshake offloaded" '
         rm -f stats
-        OPENSSL_CONF=$work/provider.cnf SWIFTASYNC_STATS_FILE=$work/stats SWIFTASYNC_MULTIBUFFER_MIN_FILL=1 \
+        OPENSSL_CONF=$server_conf SWIFTASYNC_STATS_FILE=$work/stats SWIFTASYNC_MULTIBUFFER_MIN_FILL=1 \
             "$run" openssl s_server -async \
-            -accept 127.0.0.1:$port -key $key -cert $cert -naccept $handshakes -quiet $server_options < /dev/null > server.log 2>&1 &
+            -accept 127.0.0.1:$port -key "$key" -cert $cert -naccept $handshakes -quiet $server_options < /dev/null > server.log 2>&1 &
         server_pid=$!
         for _ in $(seq 200); do [ -n "$(ss -Hltn "sport = :$port")" ] && break; sleep 0.05; done
         for _ in $(seq $handshakes); do
@@ -256,6 +260,43 @@ if [ "${series%%.*}" -gt 3 ] || [ "${series#*.}" -ge 5 ]; then
         rsa-cert.pem "" "-tls1_3" \
         rsa_private_encrypt=$handshakes:lanes x25519_keygen=$handshakes:lanes x25519_derive=$handshakes:lanes
     check "the hybrid key share was X25519MLKEM768" 'grep -q "group: X25519MLKEM768" client.log'
+fi
+
+# ---- A PKCS#11 token's key through swiftasync-pkcs11 (openssl-pkcs11.cnf) ----
+# pkcs11-provider comes from trixie, built for libcrypto.so.3 (3.0 to 3.6);
+# no Debian suite has one for libcrypto.so.4.
+pkcs11_module=${SWIFTASYNC_PKCS11_PROVIDER:-$("$repo"/scripts/fetch-pkcs11-provider.sh 2>/dev/null || true)}
+softhsm=/usr/lib/softhsm/libsofthsm2.so
+if [ "${series%%.*}" != 3 ]; then
+    echo "skip openssl $version: PKCS#11 token (no pkcs11-provider for libcrypto.so.${series%%.*} in Debian's suites)"
+elif [ ! -f "$pkcs11_module" ] || [ ! -f "$softhsm" ] || ! command -v pkcs11-tool > /dev/null; then
+    echo "skip openssl $version: PKCS#11 token (no pkcs11-provider, SoftHSM or pkcs11-tool here)"
+else
+    mkdir -p tokens
+    printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$work" > softhsm2.conf
+    export SOFTHSM2_CONF=$work/softhsm2.conf SWIFTASYNC_PKCS11_PROVIDER=$pkcs11_module
+    export SWIFTASYNC_PKCS11_MODULE=$softhsm SWIFTASYNC_PKCS11_PIN=1234
+    softhsm2-util --init-token --free --label versions --pin 1234 --so-pin 5678 > /dev/null
+    plain pkey -in rsa2048.pem -outform DER -out token.der
+    plain pkey -in rsa2048.pem -pubout -outform DER -out token-pub.der
+    for object in "token.der privkey --usage-sign" "token-pub.der pubkey"; do
+        set -- $object
+        pkcs11-tool --module "$softhsm" --token-label versions --login --pin 1234 --id 01 --label rsa \
+            --write-object "$1" --type "$2" ${3:-} > /dev/null
+    done
+    uri='pkcs11:token=versions;object=rsa;type=private'
+    sed "s|^module = .*/swiftasync.so|module = $so|" "$repo/openssl-pkcs11.cnf" > pkcs11.cnf
+    check "a token's RSA key signs on the token's workers (pkeyutl, URI), verified by default" '
+        rm -f stats
+        OPENSSL_CONF=$work/pkcs11.cnf SWIFTASYNC_SYNC_OFFLOAD=1 SWIFTASYNC_STATS_FILE=$work/stats \
+            "$run" openssl pkeyutl -sign -inkey "$uri" -in digest32 -pkeyopt digest:sha256 -out token.sig
+        plain pkeyutl -verify -pubin -inkey rsa2048.pub -in digest32 -pkeyopt digest:sha256 -sigfile token.sig
+        offloaded swiftasync-pkcs11.rsa_private_encrypt
+        [ "$(counter rsa_private_encrypt offloaded)" = "" ] || [ "$(counter rsa_private_encrypt offloaded)" = 0 ]'
+    plain req -x509 -new -key rsa2048.pem -subj /CN=localhost -days 2 -out token-cert.pem 2>/dev/null
+    server_conf=$work/pkcs11.cnf
+    handshakes_offloaded "TLS 1.3, a token's RSA key by URI, X25519" "$uri" token-cert.pem "-groups X25519" "-tls1_3" \
+        swiftasync-pkcs11.rsa_private_encrypt=$handshakes x25519_keygen=$handshakes:lanes x25519_derive=$handshakes:lanes
 fi
 
 echo "openssl $version: $passed passed, $failed failed"

@@ -8,6 +8,7 @@
 
 #include <sched.h>
 #include <openssl/async.h>
+#include <openssl/err.h>
 
 int sa_compute_inline(void)
 {
@@ -99,10 +100,24 @@ static void wait_for_worker(sa_record *record)
     }
 }
 
+/* What the caller learns once its wait is over: the worker's result, or the deadline's error. */
+static int outcome(sa_record *record)
+{
+    if (sa_record_missed_deadline(record)) {
+        ERR_raise_data(ERR_LIB_PROV, ERR_R_OPERATION_FAIL,
+                       "the key store did not answer within its deadline (DEADLINE_MSEC)");
+        return 0;
+    }
+    sa_record_replay_errors(record);
+    if (!record->succeeded && record->error_count == 0 && record->public.pool > 0)
+        sa_raise_silent_key_store_failure();
+    return record->succeeded;
+}
+
 static int run_on_this_thread(sa_record *record)
 {
     sa_record_compute_here(record);
-    sa_stats_note_inline(record->public.algorithm, record->succeeded);
+    sa_stats_note_inline_in(record->public.pool, record->public.algorithm, record->succeeded);
     return record->succeeded;
 }
 
@@ -123,8 +138,7 @@ static int run_in_job(sa_record *record, ASYNC_WAIT_CTX *wait_ctx)
     sa_wake_fd_begin_wait(record->wake_fd);
     if (submit_from_job(record, wait_ctx)) {
         wait_for_worker(record);
-        sa_record_replay_errors(record);
-        succeeded = record->succeeded;
+        succeeded = outcome(record);
     } else {
         succeeded = run_on_this_thread(record);
     }
@@ -141,8 +155,7 @@ static int run_and_wait(sa_record *record)
         sa_record_release(record);
         return run_on_this_thread(record);
     }
-    sa_record_replay_errors(record);
-    return record->succeeded;
+    return outcome(record);
 }
 
 int sa_record_run(sa_record *record)

@@ -11,13 +11,16 @@ void sa_record_init(sa_record *record, const sa_record_kind *kind,
     sa_stats_note_records(1);
     record->public.algorithm = algorithm;
     record->public.lane_class = SA_LANES_NONE;
+    record->public.pool = 0;
+    record->public.submitted_ns = 0;
     record->public.wake.fd = -1;
     record->public.wake.callback = NULL;
     record->public.wake.callback_arg = NULL;
     record->public.wake.guard = NULL;
     record->kind = kind;
     atomic_init(&record->references, 1);
-    atomic_init(&record->done, 0);
+    atomic_init(&record->done, SA_PENDING);
+    atomic_init(&record->started, 0);
     atomic_init(&record->computed, 0);
     record->succeeded = 0;
     record->wake_fd = NULL;
@@ -48,7 +51,12 @@ void sa_record_release(sa_record *record)
 
 int sa_record_is_done(sa_record *record)
 {
-    return atomic_load_explicit(&record->done, memory_order_acquire);
+    return atomic_load_explicit(&record->done, memory_order_acquire) != SA_PENDING;
+}
+
+int sa_record_missed_deadline(sa_record *record)
+{
+    return atomic_load_explicit(&record->done, memory_order_acquire) == SA_PAST_DEADLINE;
 }
 
 static void copy_or_empty(char *to, const char *from, size_t size)
@@ -148,6 +156,11 @@ void sa_record_replay_errors(const sa_record *record)
     }
 }
 
+void sa_raise_silent_key_store_failure(void)
+{
+    ERR_raise_data(ERR_LIB_PROV, ERR_R_OPERATION_FAIL, "the key store's call failed and gave no reason");
+}
+
 /* ---- The Swift pool's side of the contract ---------------------------- */
 
 int sa_operation_execute(sa_operation *op)
@@ -157,6 +170,9 @@ int sa_operation_execute(sa_operation *op)
 
     if (atomic_load_explicit(&record->computed, memory_order_acquire))
         return record->succeeded;      /* re-queued in a forked child */
+    if (sa_record_missed_deadline(record))
+        return 0;                      /* its caller has gone: never call the device for it */
+    atomic_store_explicit(&record->started, 1, memory_order_release);
     /* A worker's error queue is its own: whatever is on it is not ours. */
     ERR_clear_error();
     succeeded = compute(record);
@@ -205,9 +221,35 @@ const char *sa_lanes_unavailable_reason(void)
     return sa_mb_unavailable_reason();
 }
 
-void sa_operation_publish_done(sa_operation *op)
+int sa_operation_publish_done(sa_operation *op)
 {
-    atomic_store_explicit(&((sa_record *)op)->done, 1, memory_order_release);
+    sa_record *record = (sa_record *)op;
+    int pending = SA_PENDING;
+
+    if (atomic_compare_exchange_strong_explicit(&record->done, &pending, SA_DONE,
+                                                memory_order_acq_rel, memory_order_acquire))
+        return 1;
+    if (record->kind->settle_late != NULL)
+        record->kind->settle_late(record);
+    return 0;
+}
+
+int sa_operation_expire(sa_operation *op)
+{
+    int pending = SA_PENDING;
+
+    return atomic_compare_exchange_strong_explicit(&((sa_record *)op)->done, &pending, SA_PAST_DEADLINE,
+                                                   memory_order_acq_rel, memory_order_acquire);
+}
+
+int sa_operation_missed_deadline(sa_operation *op)
+{
+    return sa_record_missed_deadline((sa_record *)op);
+}
+
+int sa_operation_started(sa_operation *op)
+{
+    return atomic_load_explicit(&((sa_record *)op)->started, memory_order_acquire);
 }
 
 void sa_operation_release(sa_operation *op)

@@ -35,13 +35,23 @@ typedef struct sa_record_kind {
      * Returns how many records went through the 8-lane call.
      */
     int (*compute_lanes)(sa_record *records[], int count, int in_lanes[]);
+    /*
+     * On the worker, once it is done with a record whose caller stopped
+     * waiting at the key store's deadline: after the late call returned, or
+     * instead of a call never begun. NULL: nothing to settle.
+     */
+    void (*settle_late)(sa_record *record);
 } sa_record_kind;
+
+/* Who ended the caller's wait (the record's `done`). */
+enum { SA_PENDING = 0, SA_DONE = 1, SA_PAST_DEADLINE = 2 };
 
 struct sa_record {
     sa_operation public;                 /* first: Swift sees this part */
     const sa_record_kind *kind;
     atomic_int references;
-    atomic_int done;
+    atomic_int done;                     /* SA_PENDING, SA_DONE or SA_PAST_DEADLINE */
+    atomic_int started;                  /* a worker began the math */
     atomic_int computed;                 /* result stored; a forked child need not recompute */
     int succeeded;
     sa_wake_fd *wake_fd;                 /* held while a worker may write it */
@@ -57,6 +67,8 @@ void sa_record_set_lane_class(sa_record *record, sa_lane_class lane_class);
 void sa_record_retain(sa_record *record);
 void sa_record_release(sa_record *record);
 int sa_record_is_done(sa_record *record);
+/* Whether the caller stopped waiting at the deadline: the result is not its to read. */
+int sa_record_missed_deadline(sa_record *record);
 
 /* Runs the math on the caller's thread; its errors stay on that thread. */
 void sa_record_compute_here(sa_record *record);
@@ -69,6 +81,11 @@ void sa_record_compute_here(sa_record *record);
 void sa_record_store_lane(sa_record *record, int succeeded, unsigned int drop_last);
 /* Puts the errors a worker saw onto the calling thread's error queue. */
 void sa_record_replay_errors(const sa_record *record);
+/*
+ * For a key store's call that failed with nothing on the error queue
+ * (pkcs11-provider 1.0 says nothing of a device's error): says so on it.
+ */
+void sa_raise_silent_key_store_failure(void);
 
 /*
  * Runs the record to completion by the best route: inside an async job it

@@ -18,6 +18,7 @@
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/ssl.h>
+#include <openssl/store.h>
 #include <openssl/x509.h>
 
 /* Function forms of the macros Swift cannot import (harness and tools only). */

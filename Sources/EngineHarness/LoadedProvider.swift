@@ -13,8 +13,10 @@ public final class LoadedProvider {
     public let path: String
     private var closed = false
 
-    /// The cnf text, with `settings` as lines of the provider's section.
-    public static func configuration(modulePath: String, settings: [(String, String)] = []) -> String {
+    /// The cnf text, with `settings` as lines of the provider's section, and
+    /// more providers (name, section) whose sections `moreSections` holds.
+    public static func configuration(modulePath: String, settings: [(String, String)] = [],
+                                     moreProviders: [(String, String)] = [], moreSections: String = "") -> String {
         """
         openssl_conf = openssl_init
         [openssl_init]
@@ -23,6 +25,7 @@ public final class LoadedProvider {
         [provider_section]
         default = default_section
         swiftasync = swiftasync_section
+        \(moreProviders.map { "\($0.0) = \($0.1)" }.joined(separator: "\n"))
         [default_section]
         activate = 1
         [swiftasync_section]
@@ -31,6 +34,7 @@ public final class LoadedProvider {
         \(settings.map { "\($0.0) = \($0.1)" }.joined(separator: "\n"))
         [algorithm_section]
         default_properties = ?provider=swiftasync
+        \(moreSections)
 
         """
     }
@@ -65,7 +69,10 @@ public final class LoadedProvider {
     }
 
     /// The provider's counters, in the engine's STATS format (its "swiftasync-stats" parameter).
-    public func stats() throws -> EngineStats {
+    public func stats() throws -> EngineStats { try Self.stats(of: provider) }
+
+    /// The counters of a loaded swiftasync provider (any instance: they are the pool's).
+    public static func stats(of provider: OpaquePointer) throws -> EngineStats {
         var buffer = [CChar](repeating: 0, count: 8192)
         // The key must outlive the call: an OSSL_PARAM keeps only its pointer.
         let ok = "swiftasync-stats".withCString { key in

@@ -31,6 +31,22 @@ public final class TLSIdentity {
         try self.init(key: key)
     }
 
+    /// A certificate from a PEM file and its private key: a PEM file, or a URI
+    /// such as `pkcs11:…` that OSSL_STORE opens (a key in a token stays there).
+    public init(certificateFile: String, privateKey: String) throws {
+        guard let certificateBIO = BIO_new_file(certificateFile, "r") else { throw HarnessError("cannot read \(certificateFile)") }
+        defer { BIO_free(certificateBIO) }
+        guard let certificate = PEM_read_bio_X509(certificateBIO, nil, nil, nil) else {
+            throw HarnessError("no certificate in \(certificateFile)")
+        }
+        self.certificate = certificate
+        guard let loaded = PrivateKeys.load(uri: privateKey, in: nil) else {
+            X509_free(certificate)
+            throw HarnessError("no private key at \(privateKey)")
+        }
+        key = loaded
+    }
+
     /// Takes ownership of key and makes a self-signed certificate for it.
     init(key: OpaquePointer) throws {
         self.key = key

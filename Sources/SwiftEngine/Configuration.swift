@@ -17,12 +17,19 @@ struct Configuration: Sendable {
     var notifyDelayMicroseconds = 1000
     /// How long an idle worker watches for new work before sleeping (0: never).
     var idleSpinMicroseconds = 50
+    /// With every worker busy and this many operations queued, one that no
+    /// 8-lane call would take is computed by its caller (0: never).
+    var callerRunsDepth = 0
     /// Latency added before each operation, as a hardware accelerator would have (tests).
     var workerDelayMicroseconds = 0
     /// Like operations queued together share 8-lane calls where the CPU can run them.
     var multibuffer = true
     /// Fewest like operations for one 8-lane call; 0: the crossover measured per kind.
     var multibufferMinimumFill = 0
+    /// A key store's: how long a job waits for the device (0: as long as it takes).
+    var deadlineMilliseconds = 0
+    /// A key store's: workers started in place of ones stuck past the deadline, at most at once.
+    var spareThreads = 0
 
     static let threadLimit = 1024
     static let queueDepthLimit = 1 << 20
@@ -30,6 +37,7 @@ struct Configuration: Sendable {
     static let idleSpinLimit = 10_000
     static let workerDelayLimit = 1_000_000
     static let notifyDelayLimit = 100_000
+    static let deadlineLimit = 3_600_000
 
     var workerCount: Int {
         threads > 0 ? threads : max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
@@ -50,12 +58,18 @@ struct Configuration: Sendable {
             notifyDelayMicroseconds = value
         case "IDLE_SPIN_USEC" where (0...Self.idleSpinLimit).contains(value):
             idleSpinMicroseconds = value
+        case "CALLER_RUNS_DEPTH" where (0...Self.queueDepthLimit).contains(value):
+            callerRunsDepth = value
         case "MULTIBUFFER" where value == 0 || value == 1:
             multibuffer = value == 1
         case "MULTIBUFFER_MIN_FILL" where (0...LanePolicy.width).contains(value):
             multibufferMinimumFill = value
         case "WORKER_DELAY_USEC" where (0...Self.workerDelayLimit).contains(value):
             workerDelayMicroseconds = value
+        case "DEADLINE_MSEC" where (0...Self.deadlineLimit).contains(value):
+            deadlineMilliseconds = value
+        case "SPARE_THREADS" where (0...Self.threadLimit).contains(value):
+            spareThreads = value
         default:
             return false
         }
@@ -76,7 +90,11 @@ struct Configuration: Sendable {
         }
     }
 
-    static let environmentNames = ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "NOTIFY_BATCH", "NOTIFY_DELAY_USEC", "IDLE_SPIN_USEC", "WORKER_DELAY_USEC", "MULTIBUFFER", "MULTIBUFFER_MIN_FILL", "STATS_FILE", "STATS_DIR"]
+    static let environmentNames = ["THREADS", "QUEUE_DEPTH", "SYNC_OFFLOAD", "NOTIFY_BATCH", "NOTIFY_DELAY_USEC", "IDLE_SPIN_USEC", "CALLER_RUNS_DEPTH", "WORKER_DELAY_USEC", "MULTIBUFFER", "MULTIBUFFER_MIN_FILL", "STATS_FILE", "STATS_DIR"]
+    /// Settings only a key store's own workers have (their calls wait on a device).
+    static let keyStoreNames = ["DEADLINE_MSEC", "SPARE_THREADS"]
+    /// Every setting a provider instance's openssl.cnf section may give.
+    static let sectionNames = environmentNames + keyStoreNames
 
     /// Defaults overridden by SWIFTASYNC_<NAME>; invalid values are ignored
     /// with a warning on stderr, since there is no caller to return an error to.

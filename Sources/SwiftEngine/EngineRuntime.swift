@@ -12,6 +12,8 @@ final class EngineRuntime: @unchecked Sendable {
     private let lock = PThreadLock()
     private var configuration = Configuration.fromEnvironment()
     private var pool: WorkerPool?
+    /// Slow forward targets' pools; an operation's `pool` is its index + 1 (0: the pool above).
+    private var keyStores: [KeyStorePool] = []
     private var activeEngines = 0
     /// Set once the at-exit report is written, so a finish during exit adds no second one.
     private var exitReportWritten = false
@@ -35,11 +37,12 @@ final class EngineRuntime: @unchecked Sendable {
     /// thread holds; an operation after this runs on its caller's thread.
     private func processWillExit() {
         reportAtExitIfUnfinished()
-        let retired: WorkerPool? = lock.withLock {
+        let (retired, stores): (WorkerPool?, [KeyStorePool]) = lock.withLock {
             exiting = true
-            return takePool()
+            return (takePool(), keyStores)
         }
         retired?.shutdown()
+        stores.forEach { $0.retire() }
         publisher.stop()
         publisher.removeFile()
     }
@@ -63,9 +66,11 @@ final class EngineRuntime: @unchecked Sendable {
         publisher.lockForFork()
         lock.lock()
         pool?.lockForFork()
+        keyStores.forEach { $0.lockForFork() }
     }
 
     private func resumeAfterForkInParent() {
+        keyStores.reversed().forEach { $0.unlockAfterFork() }
         pool?.unlockAfterFork()
         lock.unlock()
         publisher.unlockAfterFork()
@@ -77,12 +82,8 @@ final class EngineRuntime: @unchecked Sendable {
     /// wait fd becomes the child's own.
     private func restartAfterForkInChild() {
         publisher.unlockAfterFork()
-        var orphans: [UnsafeMutableRawPointer] = []
-        if let old = pool {
-            orphans = old.orphansAfterFork()
-            old.unlockAfterFork()
-            _ = Unmanaged.passRetained(old)   // its threads are gone; never tear it down
-        }
+        let storeOrphans = keyStores.reversed().map { ($0, $0.orphansAfterFork()) }
+        let orphans = pool?.abandonAfterFork() ?? []
         pool = nil
         processStart = Self.readProcessStart()
         sa_wake_fds_renew_after_fork()
@@ -90,11 +91,14 @@ final class EngineRuntime: @unchecked Sendable {
         lock.unlock()
         publisher.forgetAfterFork()
         publisher.start(directory: directory)
-        adopt(orphans)
+        adopt(orphans, into: currentPool())
+        for (store, orphans) in storeOrphans where !orphans.isEmpty {
+            adopt(orphans, into: store.currentPool(exiting: false))
+        }
     }
 
-    private func adopt(_ orphans: [UnsafeMutableRawPointer]) {
-        guard !orphans.isEmpty, let pool = currentPool() else { return }
+    private func adopt(_ orphans: [UnsafeMutableRawPointer], into pool: WorkerPool?) {
+        guard !orphans.isEmpty, let pool else { return }
         for item in orphans {
             // Already counted as offloaded in the parent's (copied) counters.
             _ = pool.submitWaitingForRoom(item)
@@ -105,12 +109,13 @@ final class EngineRuntime: @unchecked Sendable {
 
     // MARK: Configuration
 
+    /// The engine's pool computes on the CPU: a key store's settings are not its.
     func set(_ name: String, to value: Int) -> Bool {
-        reconfigure { $0.set(name, to: value) }
+        !Configuration.keyStoreNames.contains(name) && reconfigure { $0.set(name, to: value) }
     }
 
     func set(_ name: String, to value: String) -> Bool {
-        reconfigure { $0.set(name, to: value) }
+        !Configuration.keyStoreNames.contains(name) && reconfigure { $0.set(name, to: value) }
     }
 
     /// A new pool shape takes effect by draining the running pool; the next
@@ -125,6 +130,7 @@ final class EngineRuntime: @unchecked Sendable {
                 || updated.notifyBatch != configuration.notifyBatch
                 || updated.notifyDelayMicroseconds != configuration.notifyDelayMicroseconds
                 || updated.idleSpinMicroseconds != configuration.idleSpinMicroseconds
+                || updated.callerRunsDepth != configuration.callerRunsDepth
                 || updated.workerDelayMicroseconds != configuration.workerDelayMicroseconds
                 || updated.multibuffer != configuration.multibuffer
                 || updated.multibufferMinimumFill != configuration.multibufferMinimumFill
@@ -151,6 +157,7 @@ final class EngineRuntime: @unchecked Sendable {
     /// engine loaded again afterwards starts from the environment's settings.
     func engineDidFinish() {
         var retired: WorkerPool?
+        var stores: [KeyStorePool] = []
         var statsFile: String?
         var last = false
         lock.withLock {
@@ -158,11 +165,13 @@ final class EngineRuntime: @unchecked Sendable {
             guard activeEngines == 0 else { return }
             last = true
             retired = takePool()
+            stores = keyStores
             statsFile = exitReportWritten ? nil : configuration.statsFile
             configuration = Configuration.fromEnvironment()
             syncOffload.store(configuration.syncOffload, ordering: .relaxed)
         }
         retired?.shutdown()
+        stores.forEach { $0.retire() }
         if last { publisher.stop() }
         if let statsFile { appendReport(to: statsFile) }
     }
@@ -170,8 +179,9 @@ final class EngineRuntime: @unchecked Sendable {
     /// The workers leave now, taking their per-thread OpenSSL state with
     /// them; the next operation starts a new pool.
     func retirePool() {
-        let retired = lock.withLock { takePool() }
+        let (retired, stores) = lock.withLock { (takePool(), keyStores) }
         retired?.shutdown()
+        stores.forEach { $0.retire() }
     }
 
     private func takePool() -> WorkerPool? {
@@ -190,20 +200,20 @@ final class EngineRuntime: @unchecked Sendable {
             let lanes = WorkerPool.Lanes(width: LanePolicy.width, key: LanePolicy.key(of:),
                                          minimumFill: { policy.minimumFill(forKey: $0) },
                                          execute: { items in
-                                             if delay > 0 { usleep(delay) }
-                                             EngineRuntime.shared.executeLanes(items)
+                                             EngineRuntime.shared.executeLanes(items, delayMicroseconds: delay)
                                          })
             let fresh = WorkerPool(threadCount: configuration.workerCount,
                                    queueCapacity: configuration.queueDepth,
                                    notifyBatch: configuration.notifyBatch,
                                    notifyDelayMicroseconds: configuration.notifyDelayMicroseconds,
                                    idleSpinMicroseconds: configuration.idleSpinMicroseconds,
+                                   callerRunsDepth: configuration.callerRunsDepth,
                                    lanes: lanes,
                                    execute: { item in
-                                       if delay > 0 { usleep(delay) }
-                                       EngineRuntime.shared.execute(item)
+                                       EngineRuntime.execute(item, counting: EngineRuntime.shared.statistics,
+                                                             delayMicroseconds: delay)
                                    },
-                                   notify: { EngineRuntime.shared.notify($0) },
+                                   notify: { EngineRuntime.shared.notify($0, counting: EngineRuntime.shared.statistics) },
                                    threadWillExit: { sa_worker_will_exit() })
             guard fresh.start() else { return nil }
             statistics.queueHighWater.store(0, ordering: .relaxed)
@@ -212,25 +222,61 @@ final class EngineRuntime: @unchecked Sendable {
         }
     }
 
+    // MARK: Key stores
+
+    /// The pool id of the key store NAME (a provider instance), made on first use; an
+    /// instance loaded again starts from the defaults (its counters go on).
+    func registerKeyStore(_ name: String) -> Int32 {
+        let (id, existing) = lock.withLock { () -> (Int32, KeyStorePool?) in
+            if let index = keyStores.firstIndex(where: { $0.name == name }) { return (Int32(index + 1), keyStores[index]) }
+            keyStores.append(KeyStorePool(name: name))
+            return (Int32(keyStores.count), nil)
+        }
+        existing?.reset()
+        return id
+    }
+
+    func keyStore(_ id: Int32) -> KeyStorePool? {
+        lock.withLock { keyStoreLocked(id) }
+    }
+
+    private func keyStoreLocked(_ id: Int32) -> KeyStorePool? {
+        id > 0 && Int(id) <= keyStores.count ? keyStores[Int(id) - 1] : nil
+    }
+
+    /// The pool an operation goes to, and the counters it is counted in.
+    private func route(_ operation: UnsafeMutablePointer<sa_operation>) -> (WorkerPool?, Statistics) {
+        let id = operation.pointee.pool
+        guard id > 0 else { return (currentPool(), statistics) }
+        let (store, processExiting) = lock.withLock { (keyStoreLocked(id), exiting) }
+        guard let store else { return (nil, statistics) }
+        return (store.currentPool(exiting: processExiting), store.statistics)
+    }
+
     // MARK: Operations
 
     func submit(_ operation: UnsafeMutablePointer<sa_operation>) -> sa_submit_result {
-        guard let pool = currentPool() else { return SA_SUBMIT_UNAVAILABLE }
-        return account(pool.trySubmit(UnsafeMutableRawPointer(operation)), operation)
+        let (pool, statistics) = route(operation)
+        guard let pool else { return SA_SUBMIT_UNAVAILABLE }
+        operation.pointee.submitted_ns = UInt64(monotonicNanoseconds())
+        return account(pool.trySubmit(UnsafeMutableRawPointer(operation)), operation, statistics)
     }
 
     /// Sync offload: queue (waiting for room) and block until a worker is done.
     func runAndWait(_ operation: UnsafeMutablePointer<sa_operation>) -> Bool {
-        guard let pool = currentPool(), let waiter = ThreadWaiter.current() else { return false }
+        let (pool, statistics) = route(operation)
+        guard let pool, let waiter = ThreadWaiter.current() else { return false }
         operation.pointee.wake = sa_wake(fd: waiter.fd, callback: nil, callback_arg: nil, guard: nil)
+        operation.pointee.submitted_ns = UInt64(monotonicNanoseconds())
         guard account(pool.submitWaitingForRoom(UnsafeMutableRawPointer(operation)),
-                      operation) == SA_SUBMIT_QUEUED else { return false }
+                      operation, statistics) == SA_SUBMIT_QUEUED else { return false }
         waiter.wait()
         return true
     }
 
     private func account(_ outcome: WorkerPool.SubmitOutcome,
-                         _ operation: UnsafeMutablePointer<sa_operation>) -> sa_submit_result {
+                         _ operation: UnsafeMutablePointer<sa_operation>,
+                         _ statistics: Statistics) -> sa_submit_result {
         let counters = statistics.counters(for: operation.pointee.algorithm)
         switch outcome {
         case .queued(let depth):
@@ -244,11 +290,16 @@ final class EngineRuntime: @unchecked Sendable {
             return SA_SUBMIT_FULL
         case .stopped:
             return SA_SUBMIT_UNAVAILABLE
+        case .callerRuns:
+            // Counted inline by the caller, which computes it.
+            statistics.callerRan.increment()
+            return SA_SUBMIT_UNAVAILABLE
         }
     }
 
-    func noteInline(_ algorithm: sa_algorithm, succeeded: Bool) {
-        let counters = statistics.counters(for: algorithm)
+    /// On the application's thread: the engine pool's counters take no lock.
+    func noteInline(_ algorithm: sa_algorithm, inPool id: Int32, succeeded: Bool) {
+        let counters = (id > 0 ? keyStore(id)?.statistics ?? statistics : statistics).counters(for: algorithm)
         publisher.noteChange()
         counters.inline.increment()
         if !succeeded { counters.failed.increment() }
@@ -256,18 +307,27 @@ final class EngineRuntime: @unchecked Sendable {
 
     /// A worker's part in one operation: the math, then the result made
     /// visible to its job (a spurious resume from here on finds it done).
-    private func execute(_ item: UnsafeMutableRawPointer) {
+    /// A result after the deadline is dropped (counted as late where the call was made).
+    /// `delayMicroseconds`: WORKER_DELAY_USEC, after its time in the queue is noted.
+    static func execute(_ item: UnsafeMutableRawPointer, counting statistics: Statistics, delayMicroseconds: UInt32 = 0) {
         let operation = item.assumingMemoryBound(to: sa_operation.self)
-        if sa_operation_execute(operation) == 0 {
+        statistics.noteStart(operation, now: monotonicNanoseconds())
+        if delayMicroseconds > 0 { usleep(delayMicroseconds) }
+        let succeeded = sa_operation_execute(operation) != 0
+        if sa_operation_publish_done(operation) == 0 {
+            if sa_operation_started(operation) != 0 { statistics.lateResults.increment() }
+        } else if !succeeded {
             statistics.counters(for: operation.pointee.algorithm).failed.increment()
         }
-        sa_operation_publish_done(operation)
     }
 
     /// Like operations together: one 8-lane call for those that qualify, the
     /// rest one by one; each result made visible to its job.
-    private func executeLanes(_ items: [UnsafeMutableRawPointer]) {
+    private func executeLanes(_ items: [UnsafeMutableRawPointer], delayMicroseconds: UInt32) {
         var operations = items.map { Optional($0.assumingMemoryBound(to: sa_operation.self)) }
+        let now = monotonicNanoseconds()
+        for operation in operations { statistics.noteStart(operation!, now: now) }
+        if delayMicroseconds > 0 { usleep(delayMicroseconds) }
         var succeeded = [Int32](repeating: 0, count: items.count)
         let inLanes = Int(sa_operations_execute_lanes(&operations, Int32(items.count), &succeeded))
         let counters = statistics.counters(for: operations[0]!.pointee.algorithm)
@@ -277,20 +337,28 @@ final class EngineRuntime: @unchecked Sendable {
         }
         for (operation, ok) in zip(operations, succeeded) {
             if ok == 0 { counters.failed.increment() }
-            sa_operation_publish_done(operation!)
+            _ = sa_operation_publish_done(operation!)   // the engine's pool has no deadline
         }
     }
 
-    /// Then the owner is woken and the worker lets go of the record.
-    private func notify(_ item: UnsafeMutableRawPointer) {
+    /// Then the owner is woken (unless its deadline woke it already) and the
+    /// worker lets go of the record.
+    func notify(_ item: UnsafeMutableRawPointer, counting statistics: Statistics) {
         let operation = item.assumingMemoryBound(to: sa_operation.self)
         let algorithm = operation.pointee.algorithm
-        let delivered = Wakeup.deliver(operation.pointee.wake)
+        if sa_operation_missed_deadline(operation) == 0 {
+            statistics.noteWake(operation, now: monotonicNanoseconds())
+            wake(operation)
+        }
         sa_operation_release(operation)
-        if !delivered { statistics.wakeupsWithheld.increment() }
         // Last: whoever sees the count knows this worker is done with the record and its wake-up.
         statistics.counters(for: algorithm).completed.wrappingAdd(1, ordering: .releasing)
         publisher.noteChange()
+    }
+
+    /// Wakes the operation's owner; one the application had freed is counted as withheld.
+    func wake(_ operation: UnsafeMutablePointer<sa_operation>) {
+        if !Wakeup.deliver(operation.pointee.wake) { statistics.wakeupsWithheld.increment() }
     }
 
     // MARK: Statistics
@@ -304,7 +372,8 @@ final class EngineRuntime: @unchecked Sendable {
                 + " queued=\(queued) busy_threads=\(busy)"
                 + " multibuffer=\(LanePolicy.status(enabled: configuration.multibuffer))"
         }
-        return statistics.report(header: header)
+        let stores = lock.withLock { keyStores }
+        return statistics.report(header: header) + stores.map { $0.report() }.joined()
     }
 
     /// When this process started, in clock ticks since boot (/proc/self/stat,

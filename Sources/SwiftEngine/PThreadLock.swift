@@ -43,12 +43,8 @@ final class PThreadCondition: @unchecked Sendable {
 
     /// The same, giving up after `microseconds`.
     func wait(_ lock: PThreadLock, microseconds: Int) {
-        var deadline = timespec()
-        clock_gettime(CLOCK_REALTIME, &deadline)
-        let nanoseconds = deadline.tv_nsec + microseconds * 1000
-        deadline.tv_sec += nanoseconds / 1_000_000_000
-        deadline.tv_nsec = nanoseconds % 1_000_000_000
-        pthread_cond_timedwait(condition, lock.mutex, &deadline)
+        var until = realtime(afterNanoseconds: microseconds * 1000)
+        pthread_cond_timedwait(condition, lock.mutex, &until)
     }
     func signal() { pthread_cond_signal(condition) }
     func broadcast() { pthread_cond_broadcast(condition) }

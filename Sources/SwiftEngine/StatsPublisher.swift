@@ -85,24 +85,28 @@ final class StatsPublisher: @unchecked Sendable {
         changed.store(true, ordering: .relaxed)
         lock.lock()
         while running {
-            if changed.exchange(false, ordering: .relaxed) { publishLocked() }
+            // A publication that failed (no fd left: the process is at its limit) is tried again.
+            if changed.exchange(false, ordering: .relaxed) && !publishLocked() { changed.store(true, ordering: .relaxed) }
             stopRequested.wait(lock, microseconds: Self.intervalMicroseconds)
         }
         lock.unlock()
     }
 
-    private func publishLocked() {
-        guard let directory else { return }
+    /// False when the file could not be written.
+    @discardableResult
+    private func publishLocked() -> Bool {
+        guard let directory else { return true }
         let text = report() + "end\n"
         if mkdir(directory, 0o1777) == 0 { chmod(directory, 0o1777) }
         let path = "\(directory)/\(getpid()).stats"
         let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o666)
-        guard fd >= 0 else { return }
+        guard fd >= 0 else { return false }
         fchmod(fd, 0o666)
         let length = text.utf8.count
         let written = text.utf8CString.withUnsafeBufferPointer { pwrite(fd, $0.baseAddress, length, 0) }
         if written == length { ftruncate(fd, off_t(length)) }
         close(fd)
         publishedPath = path
+        return written == length
     }
 }

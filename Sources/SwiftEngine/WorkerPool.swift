@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 import Synchronization
 
@@ -13,6 +14,13 @@ import Synchronization
 ///
 /// With `lanes`, a worker that takes an item also takes like items already
 /// queued (same key) for one multi-buffer call, when there are enough of them.
+///
+/// With `callerRunsDepth`, a submitter that finds every worker busy and that
+/// many items queued computes its item itself (one no lane call would take):
+/// at saturation no core waits on a hand-off that gains nothing.
+///
+/// With a `deadline`, items that keep their owners waiting too long are
+/// ended by a watch, and a worker stuck in one is replaced, up to a limit.
 final class WorkerPool: @unchecked Sendable {
     typealias Handler = @Sendable (UnsafeMutableRawPointer) -> Void
 
@@ -34,11 +42,15 @@ final class WorkerPool: @unchecked Sendable {
         case queued(depth: Int)
         case full
         case stopped
+        /// Every worker busy and the queue deep: the submitter computes it.
+        case callerRuns
     }
 
     let threadCount: Int
     let notifyBatch: Int
     let notifyDelayNanoseconds: Int
+    /// 0: never.
+    let callerRunsDepth: Int
     private let execute: Handler
     private let notify: Handler
     private let threadWillExit: @Sendable () -> Void
@@ -63,55 +75,113 @@ final class WorkerPool: @unchecked Sendable {
     private var threads: [pthread_t] = []
     /// Per worker: items taken from the queue and not yet handed to `notify`.
     private var inFlight: [[UnsafeMutableRawPointer]]
+    private let deadlines: DeadlineWatch?
+    /// Workers started in place of stuck ones and alive; of all time.
+    private var replacements = 0
+    private var replacementsStarted = 0
 
     init(threadCount: Int, queueCapacity: Int, notifyBatch: Int = 1, notifyDelayMicroseconds: Int = 0,
-         idleSpinMicroseconds: Int = 0, lanes: Lanes? = nil, execute: @escaping Handler,
-         notify: @escaping Handler, threadWillExit: @escaping @Sendable () -> Void = {}) {
+         idleSpinMicroseconds: Int = 0, callerRunsDepth: Int = 0, lanes: Lanes? = nil, deadline: DeadlinePolicy? = nil,
+         execute: @escaping Handler, notify: @escaping Handler,
+         threadWillExit: @escaping @Sendable () -> Void = {}) {
         self.threadWillExit = threadWillExit
         self.lanes = lanes
         notifyDelayNanoseconds = max(0, notifyDelayMicroseconds) * 1000
         self.threadCount = threadCount
         idleSpinNanoseconds = max(0, idleSpinMicroseconds) * 1000
         self.notifyBatch = max(1, notifyBatch)
+        self.callerRunsDepth = max(0, callerRunsDepth)
         self.execute = execute
         self.notify = notify
         queue = RingBuffer(capacity: queueCapacity)
         inFlight = Array(repeating: [], count: threadCount)
+        deadlines = deadline.map { DeadlineWatch($0) }
+        deadlines?.onStuck = { [unowned self] in replaceStuckWorker() }
     }
 
     deinit { queue.deallocate() }
 
     /// Returns false if no thread could start.
     func start() -> Bool {
-        for index in 0..<threadCount {
-            guard let thread = EngineThread.start(named: "\(index)", { [self] in
-                runWorker(index)
-                threadWillExit()
-            }) else { break }
-            threads.append(thread)
+        lock.withLock {
+            for index in 0..<threadCount {
+                guard let thread = startWorker(index) else { break }
+                threads.append(thread)
+            }
+            if threads.isEmpty || deadlines?.start() == false { stopping = true }
+            return !stopping
         }
-        if threads.isEmpty { lock.withLock { stopping = true } }
-        return !threads.isEmpty
+    }
+
+    private func startWorker(_ index: Int) -> pthread_t? {
+        EngineThread.start(named: "\(index)", { [self] in
+            runWorker(index)
+            threadWillExit()
+        })
     }
 
     /// Never blocks: a full queue is the caller's to retry.
     func trySubmit(_ item: UnsafeMutableRawPointer) -> SubmitOutcome {
+        deadlines?.watch(item)
         lock.lock()
-        if stopping { lock.unlock(); return .stopped }
-        if queue.isFull { lock.unlock(); return .full }
+        if stopping { lock.unlock(); return refused(item, .stopped) }
+        if queue.isFull { lock.unlock(); return refused(item, .full) }
+        if callerRunsDepth > 0 && busyWorkers >= threads.count && queue.count >= callerRunsDepth && !sharesLanes(item) {
+            lock.unlock()
+            return refused(item, .callerRuns)
+        }
         return enqueueAndUnlock(item)
+    }
+
+    /// Whether a lane call could take `item` (its kind has lanes on this CPU).
+    private func sharesLanes(_ item: UnsafeMutableRawPointer) -> Bool {
+        laneKind(of: item) != nil
+    }
+
+    /// `item`'s lane key and the fewest like items worth one call; nil: it never shares one.
+    private func laneKind(of item: UnsafeMutableRawPointer) -> (key: Int, minimum: Int)? {
+        guard let lanes else { return nil }
+        let key = lanes.key(item)
+        guard key != 0, let minimum = lanes.minimumFill(key), minimum <= lanes.width else { return nil }
+        return (key, minimum)
     }
 
     /// Waits for room: for callers outside async jobs, who may block.
     func submitWaitingForRoom(_ item: UnsafeMutableRawPointer) -> SubmitOutcome {
+        deadlines?.watch(item)
         lock.lock()
         while queue.isFull && !stopping {
             waitingSubmitters += 1
             roomAvailable.wait(lock)
             waitingSubmitters -= 1
         }
-        if stopping { lock.unlock(); return .stopped }
+        if stopping { lock.unlock(); return refused(item, .stopped) }
         return enqueueAndUnlock(item)
+    }
+
+    /// Watched from before it is queued (a worker may hand it back at once); not queued after all.
+    private func refused(_ item: UnsafeMutableRawPointer, _ outcome: SubmitOutcome) -> SubmitOutcome {
+        deadlines?.forget(item)
+        return outcome
+    }
+
+    /// A worker is stuck in a call past its deadline: another takes its place,
+    /// up to the spare limit. The first to return from such a call later exits.
+    private func replaceStuckWorker() {
+        lock.withLock {
+            guard let deadlines, !stopping, replacements < deadlines.policy.spareThreads else { return }
+            let index = inFlight.count
+            inFlight.append([])
+            guard let thread = startWorker(index) else { return }
+            threads.append(thread)
+            replacements += 1
+            replacementsStarted += 1
+        }
+    }
+
+    /// Workers started in place of stuck ones: alive now, and ever.
+    func replacementCounts() -> (alive: Int, started: Int) {
+        lock.withLock { (replacements, replacementsStarted) }
     }
 
     private func enqueueAndUnlock(_ item: UnsafeMutableRawPointer) -> SubmitOutcome {
@@ -127,19 +197,30 @@ final class WorkerPool: @unchecked Sendable {
     /// Runs everything already queued, then joins the threads. From one of
     /// the pool's own threads (a handler dropping the last reference to the
     /// engine) that thread is detached instead: it exits when its handler returns.
+    ///
+    /// With a deadline, a worker stuck in a call is waited for that long at
+    /// most, then left to finish (or never) on its own: exit must not hang on
+    /// a device that does not answer.
     func shutdown() {
-        lock.withLock { stopping = true }
+        let joining = lock.withLock {
+            stopping = true
+            return threads
+        }
         stoppingFlag.store(true, ordering: .relaxed)
         workAvailable.broadcast()
         roomAvailable.broadcast()
-        for thread in threads {
+        let giveUpAt = deadlines.map { realtime(afterNanoseconds: $0.policy.nanoseconds) }
+        for thread in joining {
             if pthread_equal(thread, pthread_self()) != 0 {
                 pthread_detach(thread)
+            } else if var giveUpAt {
+                if pthread_timedjoin_np(thread, nil, &giveUpAt) != 0 { pthread_detach(thread) }
             } else {
                 pthread_join(thread, nil)
             }
         }
-        threads.removeAll()
+        lock.withLock { threads.removeAll() }
+        deadlines?.stop()
     }
 
     /// Spins (yielding the CPU) until work is queued or the spin time is over.
@@ -154,10 +235,8 @@ final class WorkerPool: @unchecked Sendable {
     /// With the lock held: adds the like items queued behind `first` to
     /// `batch` if together they fill enough lanes. True: run `batch` in lanes.
     private func gatherLikeItems(_ first: UnsafeMutableRawPointer, into batch: inout [UnsafeMutableRawPointer]) -> Bool {
-        guard let lanes else { return false }
-        let key = lanes.key(first)
-        guard key != 0, let minimum = lanes.minimumFill(key), minimum <= lanes.width,
-              queue.count >= minimum - 1 else { return false }
+        guard let lanes, let kind = laneKind(of: first), queue.count >= kind.minimum - 1 else { return false }
+        let (key, minimum) = kind
         queue.take(upTo: lanes.width - 1, ifAtLeast: minimum - 1, within: Self.laneWindow,
                    into: &batch) { lanes.key($0) == key }
         return batch.count >= minimum
@@ -182,12 +261,28 @@ final class WorkerPool: @unchecked Sendable {
         }
         /// Called with the lock not held; `done` left the in-flight list already.
         func notifyAll() {
-            for item in done { notify(item) }
+            for item in done {
+                deadlines?.forget(item)
+                notify(item)
+            }
             done.removeAll(keepingCapacity: true)
         }
+        /// Back from a call its owner stopped waiting for, with a replacement running: this worker goes.
+        var retiring = false
         lock.lock()
         while true {
             while forking { forkFinished.wait(lock) }
+            if retiring {
+                inFlight[index].removeFirst(done.count)
+                leaveForWork()
+                notifyAll()
+                returnFromWork()
+                if !stopping {
+                    threads.removeAll { pthread_equal($0, pthread_self()) != 0 }
+                    pthread_detach(pthread_self())
+                }
+                break
+            }
             if let item = queue.pop() {
                 batch.removeAll(keepingCapacity: true)
                 batch.append(item)
@@ -203,9 +298,14 @@ final class WorkerPool: @unchecked Sendable {
                 if wakeSubmitter { roomAvailable.signal() }
                 if flush { notifyAll() }
                 if inLanes, let lanes { lanes.execute(batch) } else { execute(item) }
+                let outlived = deadlines?.policy.outlived(item) ?? false
                 if done.isEmpty { heldSince = monotonicNanoseconds() }
                 done.append(contentsOf: batch)
                 returnFromWork()
+                if outlived && replacements > 0 {
+                    replacements -= 1
+                    retiring = true
+                }
             } else if !done.isEmpty {
                 inFlight[index].removeFirst(done.count)
                 leaveForWork()
@@ -239,14 +339,25 @@ final class WorkerPool: @unchecked Sendable {
     /// its owner, and keeps them from starting another, so that no worker
     /// holds one of OpenSSL's locks (a key's, the ENGINE list's) that the
     /// child would find locked forever. Returns with the lock held.
+    ///
+    /// With a deadline, a worker stuck in a device's call is waited for that
+    /// long at most: a fork must not hang on a device that does not answer.
     func lockForFork() {
         lock.lock()
         forking = true
-        while busyWorkers > 0 { workersQuiet.wait(lock) }
+        let giveUpAt = deadlines.map { monotonicNanoseconds() + $0.policy.nanoseconds }
+        while busyWorkers > 0 {
+            guard let giveUpAt else { workersQuiet.wait(lock); continue }
+            let left = giveUpAt - monotonicNanoseconds()
+            if left <= 0 { break }
+            workersQuiet.wait(lock, microseconds: left / 1000 + 1)
+        }
+        deadlines?.lockForFork()
     }
 
     /// In the parent after fork (and in the child, where no worker is left).
     func unlockAfterFork() {
+        deadlines?.unlockAfterFork()
         forking = false
         lock.unlock()
         forkFinished.broadcast()
@@ -261,6 +372,25 @@ final class WorkerPool: @unchecked Sendable {
         threads.removeAll()
         return orphans
     }
+
+    /// In a forked child: the orphans, and the pool (locked for the fork) let go
+    /// of without tearing it down: its threads are gone.
+    func abandonAfterFork() -> [UnsafeMutableRawPointer] {
+        let orphans = orphansAfterFork()
+        unlockAfterFork()
+        _ = Unmanaged.passRetained(self)
+        return orphans
+    }
+}
+
+/// CLOCK_REALTIME that far ahead, as pthread's timed waits take it.
+func realtime(afterNanoseconds nanoseconds: Int) -> timespec {
+    var at = timespec()
+    clock_gettime(CLOCK_REALTIME, &at)
+    let total = at.tv_nsec + nanoseconds
+    at.tv_sec += total / 1_000_000_000
+    at.tv_nsec = total % 1_000_000_000
+    return at
 }
 
 func monotonicNanoseconds() -> Int {

@@ -38,17 +38,37 @@ struct Stats: ParsableCommand {
         }
     }
 
-    /// The counters, and the average fill of the 8-lane calls (lanes / lane_calls).
+    /// The engine pool's counters, then each key store's (`NAME.pool` and `NAME.ALGORITHM` lines) under its name.
     func printTable(_ algorithms: [String: [String: Int]]) {
+        let stores = Set(algorithms.keys.compactMap { name in name.firstIndex(of: ".").map { String(name[..<$0]) } })
+        printCounters(algorithms.filter { !$0.key.contains(".") })
+        for store in stores.sorted() {
+            let pool = algorithms["\(store).pool"] ?? [:]
+            print("  key store \(store): " + pool.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+            printCounters(Dictionary(uniqueKeysWithValues: algorithms.compactMap { name, counters in
+                name.hasPrefix(store + ".") && name != "\(store).pool"
+                    ? (String(name.dropFirst(store.count + 1)), counters) : nil
+            }))
+        }
+    }
+
+    /// The counters, the average fill of the 8-lane calls (lanes / lane_calls), and the
+    /// recent latencies of offloaded operations: in the queue, and until their wake-up (p50/p99, µs).
+    func printCounters(_ algorithms: [String: [String: Int]]) {
         let columns = ["offloaded", "inline", "retried", "failed", "lanes", "lane_calls"]
         print("  " + "algorithm".padding(toLength: 22, withPad: " ", startingAt: 0)
-              + columns.map { $0.leftPadded(12) }.joined() + "fill".leftPadded(6))
+              + columns.map { $0.leftPadded(12) }.joined() + "fill".leftPadded(6)
+              + "queue p50/p99 us".leftPadded(18) + "wake p50/p99 us".leftPadded(18))
         for (algorithm, counters) in algorithms.sorted(by: { $0.key < $1.key })
         where all || counters.values.contains(where: { $0 != 0 }) {
             let calls = counters["lane_calls"] ?? 0
             let fill = calls > 0 ? String(format: "%.1f", Double(counters["lanes"] ?? 0) / Double(calls)) : "-"
+            let latency = { (name: String) -> String in
+                counters["\(name)_p50_us"].map { "\($0)/\(counters["\(name)_p99_us"] ?? 0)" } ?? "-"
+            }
             print("  " + algorithm.padding(toLength: 22, withPad: " ", startingAt: 0)
-                  + columns.map { String(counters[$0] ?? 0).leftPadded(12) }.joined() + fill.leftPadded(6))
+                  + columns.map { String(counters[$0] ?? 0).leftPadded(12) }.joined() + fill.leftPadded(6)
+                  + latency("queue").leftPadded(18) + latency("wake").leftPadded(18))
         }
     }
 }

@@ -19,18 +19,25 @@ enum Commands {
             .deletingLastPathComponent().path
     }
 
-    /// The repository's `name` (openssl.cnf, openssl-provider.cnf) written to
-    /// `path` with its relative module path made `modulePath`; returns `path`.
+    /// The repository's `name` (openssl.cnf, openssl-provider.cnf, openssl-pkcs11.cnf)
+    /// written to `path` with its module path (the engine's dynamic_path, each
+    /// provider instance's module) made `modulePath`; returns `path`.
     @discardableResult
     static func writeRepositoryConf(_ name: String, to path: String, modulePath: String) throws -> String {
-        try String(contentsOfFile: repositoryRoot + "/" + name, encoding: .utf8)
-            .replacingOccurrences(of: "./build/swiftasync.so", with: modulePath)
-            .write(toFile: path, atomically: true, encoding: .utf8)
+        let lines = try String(contentsOfFile: repositoryRoot + "/" + name, encoding: .utf8)
+            .split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+                for key in ["dynamic_path", "module"] where line.hasPrefix("\(key) = ") && line.hasSuffix("/swiftasync.so") {
+                    return "\(key) = \(modulePath)"
+                }
+                return String(line)
+            }
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
 
     /// Third-party programs the tests make load the engine (engine-loader is built with the tests).
-    static let programsLoadingTheEngine: Set<String> = ["openssl", "haproxy", "nginx"]
+    /// prlimit execs the program it limits (HAProxy, in the fd-limit test); trafficserver.sh execs Traffic Server.
+    static let programsLoadingTheEngine: Set<String> = ["openssl", "haproxy", "nginx", "prlimit", "trafficserver.sh"]
 
     /// Starts `arguments` (looked up on PATH, or a path); stdout and stderr go to `output`.
     static func launch(_ arguments: [String], environment: [String: String] = [:], directory: String? = nil,
@@ -41,7 +48,7 @@ enum Commands {
         var merged = ProcessInfo.processInfo.environment
         merged["OPENSSL_CONF"] = nil
         if let runtime = merged["SWIFTASYNC_SANITIZER_RUNTIME"], let program = arguments.first,
-           programsLoadingTheEngine.contains(program) {
+           programsLoadingTheEngine.contains(URL(fileURLWithPath: program).lastPathComponent) {
             merged["LD_PRELOAD"] = runtime   // a sanitized engine needs its runtime in programs built without it
         }
         merged.merge(environment) { $1 }

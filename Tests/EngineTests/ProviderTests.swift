@@ -20,7 +20,7 @@ final class ProviderTests: ProviderTestCase {
     }
 
     /// A signing context on `key` with `padding` (RSA) and SHA-256, made outside any job.
-    func signer(_ key: OpaquePointer, in context: OpaquePointer, padding: Int32? = nil) -> OpaquePointer {
+    static func signer(_ key: OpaquePointer, in context: OpaquePointer, padding: Int32? = nil) -> OpaquePointer {
         let signer = EVP_PKEY_CTX_new_from_pkey(context, key, nil)!
         XCTAssertEqual(EVP_PKEY_sign_init(signer), 1)
         if let padding { XCTAssertEqual(EVP_PKEY_CTX_set_rsa_padding(signer, padding), 1) }
@@ -57,7 +57,7 @@ final class ProviderTests: ProviderTestCase {
         for mode in WakeMode.allCases {
             for padding in [RSA_PKCS1_PADDING, RSA_PKCS1_PSS_PADDING] {
                 let digests = (0..<8).map { _ in randomBytes(32) }
-                let signers = digests.map { _ in signer(key, in: loaded.context, padding: padding) }
+                let signers = digests.map { _ in Self.signer(key, in: loaded.context, padding: padding) }
                 defer { signers.forEach { EVP_PKEY_CTX_free($0) } }
                 let boxes = digests.map { _ in OutputBox() }
                 let run = try inJobs(zip(zip(signers, digests), boxes).map { pair, box in
@@ -67,7 +67,7 @@ final class ProviderTests: ProviderTestCase {
                 XCTAssertEqual(delta(run, "rsa_private_encrypt"), 8, "\(mode): every signature offloaded")
                 for (digest, box) in zip(digests, boxes) {
                     if padding == RSA_PKCS1_PADDING {
-                        let plainSigner = signer(plainKey, in: loaded.plain, padding: padding)
+                        let plainSigner = Self.signer(plainKey, in: loaded.plain, padding: padding)
                         XCTAssertEqual(box.output, Self.sign(plainSigner, digest).1, "byte-equal with the default provider")
                         EVP_PKEY_CTX_free(plainSigner)
                     }
@@ -84,7 +84,7 @@ final class ProviderTests: ProviderTestCase {
             let plainKey = try XCTUnwrap(LoadedProvider.copy(key, to: loaded.plain))
             defer { EVP_PKEY_free(key); EVP_PKEY_free(plainKey) }
             let digests = (0..<8).map { _ in randomBytes(32) }
-            let signers = digests.map { _ in signer(key, in: loaded.context) }
+            let signers = digests.map { _ in Self.signer(key, in: loaded.context) }
             defer { signers.forEach { EVP_PKEY_CTX_free($0) } }
             let boxes = digests.map { _ in OutputBox() }
             let run = try inJobs(zip(zip(signers, digests), boxes).map { pair, box in
@@ -215,7 +215,7 @@ final class ProviderTests: ProviderTestCase {
         let engine = try LoadedEngine()
         defer { engine.close() }
         let key = try XCTUnwrap(LoadedProvider.generate("EC", in: loaded.context, group: "P-256"))
-        let signers = (0..<8).map { _ in signer(key, in: loaded.context) }
+        let signers = (0..<8).map { _ in Self.signer(key, in: loaded.context) }
         let run = try inJobs(signers.map { signer in { Self.sign(signer, randomBytes(32)).0 } }, mode: .waitFD)
         XCTAssertEqual(run.results, Array(repeating: 1, count: 8))
         signers.forEach { EVP_PKEY_CTX_free($0) }
@@ -242,7 +242,7 @@ final class ProviderTests: ProviderTestCase {
         let generators = keyGenerators("EC", group: "P-256", count: 4, in: loaded.context)
         defer { generators.forEach { EVP_PKEY_CTX_free($0) } }
         let keys = generators.map { _ in GeneratedKey() }
-        let signers = (0..<4).map { _ in signer(rsa, in: loaded.context) }
+        let signers = (0..<4).map { _ in Self.signer(rsa, in: loaded.context) }
         defer { signers.forEach { EVP_PKEY_CTX_free($0) } }
         let bodies: [() -> Int32] = zip(generators, keys).map { generator, box in { EVP_PKEY_generate(generator, &box.key) } }
             + signers.map { signer in { Self.sign(signer, randomBytes(32)).0 } }
@@ -260,7 +260,7 @@ final class ProviderTests: ProviderTestCase {
     func testOutsideJobsAndSizeQueriesStayInline() throws {
         let key = try XCTUnwrap(LoadedProvider.generate("EC", in: loaded.context, group: "P-256"))
         defer { EVP_PKEY_free(key) }
-        let signer = signer(key, in: loaded.context)
+        let signer = Self.signer(key, in: loaded.context)
         defer { EVP_PKEY_CTX_free(signer) }
         let before = try loaded.stats()
         var length = 0

@@ -12,17 +12,8 @@ class QueueFullTests: EngineTestCase {
     var lastCounters: (before: EngineStats, after: EngineStats)?
 
     func runFullQueue(mode: WakeMode) throws -> (AsyncBatch.Outcome, Int) {
-        let key = try RSAKeyPair(bits: 2048)
-        let operations = (0..<24).map { _ in RSAPrivateOperation.random(.encrypt, padding: RSA_NO_PADDING, key: key) }
-        let (bodies, outputs) = RSAPrivateOperation.jobBodies(operations, on: key.engineKey)
-        var outcome: AsyncBatch.Outcome!
-        let counters = try countersDelta { outcome = try AsyncBatch.run(bodies, mode: mode) }
-        for (index, operation) in operations.enumerated() {
-            let expected = operation.perform(on: key.softwareKey)
-            XCTAssertEqual(outcome.results[index], expected.result)
-            XCTAssertEqual(outputs[index].output, expected.output)
-        }
-        XCTAssertEqual(delta(counters, "rsa_private_encrypt", "offloaded"), operations.count,
+        let (outcome, counters) = try runSignatureJobs(24, padding: RSA_NO_PADDING, mode: mode)
+        XCTAssertEqual(delta(counters, "rsa_private_encrypt", "offloaded"), 24,
                        "every operation reaches a worker exactly once")
         XCTAssertEqual(delta(counters, "rsa_private_encrypt", "failed"), 0)
         XCTAssertLessThanOrEqual(counters.after.header["queue_high_water"] ?? 99, queueDepth)
@@ -77,5 +68,77 @@ final class SlowWorkerTests: EngineTestCase {
             }
         }
         XCTAssertGreaterThan(retriedAtDepthOne, 0, "a one-slot queue before a slow worker must have been full")
+    }
+}
+
+/// The histograms' window: two halves of 5 s (SwiftEngine's LatencyHistogram).
+enum LatencyWindow { static let seconds = 10 }
+
+/// The pool's own latency counters: one worker 20 ms per operation, 8 signatures at once in
+/// jobs. Each waits for the worker at least 20 ms, and the later ones queue behind the
+/// earlier (the last about 140 ms): the percentiles over the recent window say so.
+final class PoolLatencyCounterTests: EngineTestCase {
+    override var engineSettings: [(String, String)] { [("THREADS", "1"), ("WORKER_DELAY_USEC", "20000")] }
+
+    func testQueueAndWakeLatenciesPerAlgorithm() throws {
+        // The window holds what this process's earlier tests offloaded: wait until it is empty.
+        let giveUp = Date().addingTimeInterval(2.5 * Double(LatencyWindow.seconds))
+        while try engine.stats().algorithms["rsa_private_encrypt"]?["wake_p50_us"] != 0 && Date() < giveUp {
+            usleep(200_000)
+        }
+        let key = try RSAKeyPair(bits: 1024)
+        let operations = (0..<8).map { _ in RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key) }
+        let counters = try countersDelta { _ = try SelfCheck.run(operations, on: key, mode: .waitFD) }
+        let line = counters.after.algorithms["rsa_private_encrypt"] ?? [:]
+        XCTAssertGreaterThanOrEqual(line["wake_p50_us"] ?? 0, 20_000, "each waited for the 20 ms worker: \(line)")
+        XCTAssertGreaterThanOrEqual(line["queue_p99_us"] ?? 0, 65_536, "the last ones queued behind the rest: \(line)")
+        XCTAssertGreaterThanOrEqual(line["wake_p99_us"] ?? 0, line["queue_p99_us"] ?? 0, "a wake-up comes after the start")
+        XCTAssertLessThan(line["queue_p50_us"] ?? .max, 1 << 23, "and within the window's bounds")
+    }
+}
+
+/// CALLER_RUNS_DEPTH: with the one (slow) worker busy and the queue that deep,
+/// a job computes its operation itself, counted inline and as caller_ran;
+/// every result stays byte-equal and every operation is counted once.
+final class CallerRunsTests: EngineTestCase {
+    override var engineSettings: [(String, String)] {
+        [("THREADS", "1"), ("WORKER_DELAY_USEC", "5000"), ("CALLER_RUNS_DEPTH", "2"), ("MULTIBUFFER", "0")]
+    }
+
+    func testJobsComputeThemselvesWhenTheQueueIsDeep() throws {
+        for mode in WakeMode.allCases {
+            // A sleeping worker takes a while to wake (under the sanitizers longer than a
+            // batch's submissions take): a batch in which it never got busy is run again.
+            var ran = 0
+            for _ in 0..<3 where ran == 0 {
+                let (_, counters) = try runSignatureJobs(64, padding: RSA_PKCS1_PADDING, mode: mode)
+                ran = (counters.after.header["caller_ran"] ?? 0) - (counters.before.header["caller_ran"] ?? 0)
+                let inline = delta(counters, "rsa_private_encrypt", "inline")
+                let offloaded = delta(counters, "rsa_private_encrypt", "offloaded")
+                XCTAssertEqual(inline, ran, "\(mode): what the callers ran is counted inline")
+                XCTAssertEqual(offloaded + inline, 64, "\(mode): each operation once")
+            }
+            XCTAssertGreaterThan(ran, 0, "\(mode): 64 jobs behind a 5 ms worker find the queue 2 deep")
+        }
+    }
+}
+
+extension EngineTestCase {
+    /// `count` RSA-2048 private encryptions, each in its own job, every result
+    /// checked byte-equal with OpenSSL's own; the outcome and the counters' change.
+    func runSignatureJobs(_ count: Int, padding: Int32, mode: WakeMode,
+                          file: StaticString = #filePath, line: UInt = #line)
+        throws -> (AsyncBatch.Outcome, (before: EngineStats, after: EngineStats)) {
+        let key = try RSAKeyPair(bits: 2048)
+        let operations = (0..<count).map { _ in RSAPrivateOperation.random(.encrypt, padding: padding, key: key) }
+        let (bodies, outputs) = RSAPrivateOperation.jobBodies(operations, on: key.engineKey)
+        var outcome: AsyncBatch.Outcome!
+        let counters = try countersDelta { outcome = try AsyncBatch.run(bodies, mode: mode) }
+        for (index, operation) in operations.enumerated() {
+            let expected = operation.perform(on: key.softwareKey)
+            XCTAssertEqual(outcome.results[index], expected.result, "\(mode)", file: file, line: line)
+            XCTAssertEqual(outputs[index].output, expected.output, "\(mode)", file: file, line: line)
+        }
+        return (outcome, counters)
     }
 }

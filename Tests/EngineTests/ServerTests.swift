@@ -29,12 +29,25 @@ class ServerTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
+    /// What s_server's -key names for a certificate's key.
+    func keyArgument(_ certificate: String) -> String { "\(directory)/\(certificate).key" }
+
+    /// Counted as offloaded at least once per handshake, beyond the signature and the key exchange.
+    var alsoOffloaded: [String] { [] }
+
+    /// The server's name in `engine-loader stats`.
+    var serverName: String { "openssl" }
+
+    /// The counter a certificate's signatures are counted under.
+    func signatureCounter(_ signature: String) -> String { signature }
+
     /// s_server -async with the engine, listening on 127.0.0.1; stopped by the caller.
+    /// `extra`: s_server's options (the tests name only `-groups`).
     func startServer(certificate: String, extra: [String]) throws -> (Process, Int) {
         let port = try freeLoopbackPort()
         let (arguments, environment) = try frontEnd()
         let server = try Commands.launch(["openssl", "s_server", "-async"] + arguments
-                                         + ["-cert", "\(directory)/\(certificate).crt", "-key", "\(directory)/\(certificate).key",
+                                         + ["-cert", "\(directory)/\(certificate).crt", "-key", keyArgument(certificate),
                                             "-accept", "127.0.0.1:\(port)", "-no_ticket", "-quiet"] + extra,
                                          environment: environment, keepStandardInputOpen: true)
         for _ in 0..<200 where !canConnect(port) { usleep(25_000) }
@@ -68,7 +81,8 @@ class ServerTests: XCTestCase {
         defer { server.terminate(); server.waitUntilExit() }
         let completed = try handshakes(port: port, extra: clientOptions)
         XCTAssertGreaterThan(completed, 20, "s_time completed \(completed) handshakes", file: file, line: line)
-        let algorithms = [signature, "\(keyExchange)_keygen", keyExchange == "ec" ? "ecdh_derive" : "\(keyExchange)_derive"]
+        let algorithms = [signatureCounter(signature), "\(keyExchange)_keygen", keyExchange == "ec" ? "ecdh_derive" : "\(keyExchange)_derive"]
+            + alsoOffloaded
         let stats = serverStats(pid: server.processIdentifier, algorithms: algorithms, atLeast: completed)
         XCTAssertNotNil(stats, "the server published no counters", file: file, line: line)
         guard let stats else { return }
@@ -76,7 +90,10 @@ class ServerTests: XCTestCase {
         let shown = try Commands.run([Commands.engineLoader, "stats", "--pid", String(server.processIdentifier)])
         let text = shown.output
         XCTAssertEqual(shown.status, 0, text, file: file, line: line)
-        XCTAssertTrue(text.contains("pid \(server.processIdentifier) (openssl)") && text.contains(signature), text, file: file, line: line)
+        XCTAssertTrue(text.contains("pid \(server.processIdentifier) (\(serverName))") && text.contains(signature), text, file: file, line: line)
+        if let store = signatureCounter(signature).split(separator: ".").dropLast().first {
+            XCTAssertTrue(text.contains("key store \(store): "), "its own section:\n\(text)", file: file, line: line)
+        }
         for algorithm in algorithms {
             XCTAssertGreaterThanOrEqual(stats.count(algorithm, "offloaded"), completed, "\(algorithm):\n\(stats)", file: file, line: line)
             XCTAssertEqual(stats.count(algorithm, "failed"), 0, "\(algorithm)", file: file, line: line)

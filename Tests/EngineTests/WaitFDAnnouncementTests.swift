@@ -159,6 +159,8 @@ final class WaitFDLimitTests: EngineTestCase {
                 return result
             }, mode: .waitFD)
         }
+        // Long enough for the publisher to try (every 200 ms) and fail to open its file.
+        usleep(500_000)
         XCTAssertEqual(setrlimit(Int32(RLIMIT_NOFILE.rawValue), &saved), 0)
         let finished = try outcome.get()
         XCTAssertEqual(finished.result, expected.result)
@@ -169,5 +171,13 @@ final class WaitFDLimitTests: EngineTestCase {
         XCTAssertEqual(after.count("rsa_private_encrypt", "inline") - before.count("rsa_private_encrypt", "inline"), 1)
         XCTAssertEqual(after.count("rsa_private_encrypt", "offloaded") - before.count("rsa_private_encrypt", "offloaded"), 0)
         XCTAssertEqual((after.header["wait_fds_refused"] ?? 0) - (before.header["wait_fds_refused"] ?? 0), 1)
+        // What `engine-loader stats` reads catches up once fds are free again, with nothing changing meanwhile.
+        let refused = after.header["wait_fds_refused"] ?? 0
+        var published = LiveStats.read(pid: getpid()).first?.stats.header["wait_fds_refused"]
+        for _ in 0..<40 where published != refused {
+            usleep(50_000)
+            published = LiveStats.read(pid: getpid()).first?.stats.header["wait_fds_refused"]
+        }
+        XCTAssertEqual(published, refused, "the publication missed at the limit is made later")
     }
 }

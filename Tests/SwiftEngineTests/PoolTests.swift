@@ -204,3 +204,77 @@ final class LaneGatheringTests: XCTestCase {
         XCTAssertEqual(singles.withLock { $0 }, [1000, 12, 13, 22, 51, 61])
     }
 }
+
+extension WorkerPoolTests {
+    /// With every worker busy and CALLER_RUNS_DEPTH queued, an item no lane call
+    /// takes is the caller's; one of a kind with lanes is still queued; below the
+    /// depth, or with a worker free, everything is queued.
+    func testCallerRunsOnlyWithEveryWorkerBusyAndTheQueueDeep() {
+        let release = Atomic<Bool>(false)
+        let lanes = WorkerPool.Lanes(width: 4, key: { Int(bitPattern: $0) % 10 },
+                                     minimumFill: { $0 == 1 ? 2 : nil }, execute: { _ in })
+        let pool = WorkerPool(threadCount: 2, queueCapacity: 64, callerRunsDepth: 2, lanes: lanes, execute: { _ in
+            while !release.load(ordering: .acquiring) { usleep(1_000) }
+        }, notify: { _ in })
+        XCTAssertTrue(pool.start())
+        XCTAssertEqual(pool.trySubmit(item(1002)), .queued(depth: 1))
+        while pool.occupancy().busy < 1 { usleep(100) }
+        XCTAssertEqual(pool.trySubmit(item(1003)), .queued(depth: 1), "a worker was free")
+        while pool.occupancy().busy < 2 { usleep(100) }
+        XCTAssertEqual(pool.trySubmit(item(1004)), .queued(depth: 1))
+        XCTAssertEqual(pool.trySubmit(item(1005)), .queued(depth: 2), "below the depth")
+        XCTAssertEqual(pool.trySubmit(item(1006)), .callerRuns)
+        XCTAssertEqual(pool.trySubmit(item(1001)), .queued(depth: 3), "a kind with lanes waits for its call")
+        XCTAssertEqual(pool.occupancy().queued, 3, "the caller's item was not queued")
+        release.store(true, ordering: .releasing)
+        pool.shutdown()
+    }
+
+    func testNoCallerRunsByDefault() {
+        let release = Atomic<Bool>(false)
+        let pool = WorkerPool(threadCount: 1, queueCapacity: 64, execute: { _ in
+            while !release.load(ordering: .acquiring) { usleep(1_000) }
+        }, notify: { _ in })
+        XCTAssertTrue(pool.start())
+        var outcomes: [WorkerPool.SubmitOutcome] = []
+        for value in 1...20 { outcomes.append(pool.trySubmit(item(value))) }
+        XCTAssertFalse(outcomes.contains(.callerRuns), "\(outcomes)")
+        release.store(true, ordering: .releasing)
+        pool.shutdown()
+    }
+}
+
+/// The pool's latency histograms: power-of-two buckets over a window of two halves.
+final class LatencyHistogramTests: XCTestCase {
+    let half = LatencyHistogram.halfNanoseconds
+
+    func testPercentilesAreBucketBounds() {
+        let histogram = LatencyHistogram()
+        let now = 100 * half
+        for _ in 0..<990 { histogram.record(nanoseconds: 10_000, now: now) }      // 10 µs: bucket (8, 16]
+        for _ in 0..<9 { histogram.record(nanoseconds: 3_000_000, now: now) }     // 3 ms: (2048, 4096]
+        histogram.record(nanoseconds: 60_000_000_000, now: now)                   // 60 s: the last bucket
+        let snapshot = histogram.snapshot(now: now)
+        XCTAssertEqual(snapshot.reduce(0, +), 1000)
+        XCTAssertEqual(LatencyHistogram.percentile(0.5, of: snapshot), 16)
+        XCTAssertEqual(LatencyHistogram.percentile(0.99, of: snapshot), 16)
+        XCTAssertEqual(LatencyHistogram.percentile(0.995, of: snapshot), 4096)
+        XCTAssertEqual(LatencyHistogram.percentile(1.0, of: snapshot), 1 << 23)
+        XCTAssertEqual(LatencyHistogram.percentile(0.5, of: Array(repeating: 0, count: LatencyHistogram.bucketCount)), 0)
+    }
+
+    func testTheWindowForgetsOldHalves() {
+        let histogram = LatencyHistogram()
+        let start = 100 * half
+        histogram.record(nanoseconds: 1_000_000, now: start)                     // 1 ms
+        histogram.record(nanoseconds: 5_000, now: start + half)                  // the next half: both count
+        XCTAssertEqual(histogram.snapshot(now: start + half).reduce(0, +), 2)
+        histogram.record(nanoseconds: 5_000, now: start + 2 * half)              // the first half's turn again: emptied
+        let snapshot = histogram.snapshot(now: start + 2 * half)
+        XCTAssertEqual(snapshot.reduce(0, +), 2)
+        XCTAssertEqual(LatencyHistogram.percentile(1.0, of: snapshot), 8, "the 1 ms sample is gone")
+        XCTAssertEqual(histogram.snapshot(now: start + 5 * half).reduce(0, +), 0, "nothing recorded for a whole window")
+        histogram.record(nanoseconds: 5_000, now: start + 9 * half)
+        XCTAssertEqual(histogram.snapshot(now: start + 9 * half).reduce(0, +), 1, "both halves emptied after a long gap")
+    }
+}

@@ -21,6 +21,7 @@ typedef enum sa_algorithm {
     SA_ALG_X25519_DERIVE = 7,
     SA_ALG_X448_KEYGEN = 8,
     SA_ALG_X448_DERIVE = 9,
+    SA_ALG_SIGN_STEP = 10,          /* a key store's digest-sign init or update (a device round trip) */
     SA_ALG_COUNT
 } sa_algorithm;
 
@@ -60,13 +61,15 @@ typedef struct sa_operation {
     sa_algorithm algorithm;
     sa_lane_class lane_class;
     sa_wake wake;
+    int pool;                        /* 0: the engine's pool; else a key store's (sa_pool_register_key_store) */
+    uint64_t submitted_ns;           /* set by the pool when queued (monotonic): its latency counters */
 } sa_operation;
 
 /* How sa_pool_submit went. */
 typedef enum sa_submit_result {
     SA_SUBMIT_QUEUED = 0,      /* the pool owns one reference now */
     SA_SUBMIT_FULL = 1,        /* queue full: try again later (counted as a retry) */
-    SA_SUBMIT_UNAVAILABLE = 2, /* no worker can run: compute on this thread */
+    SA_SUBMIT_UNAVAILABLE = 2, /* compute on this thread: no worker can run, or all are busy (CALLER_RUNS_DEPTH) */
 } sa_submit_result;
 
 /* ---- Implemented in C, called by the Swift pool ---------------------- */
@@ -86,8 +89,21 @@ int sa_lanes_available(sa_lane_class lane_class);
 /* Why the 8-lane path cannot run at all here, as a word: "not_built" (no
  * crypto_mb in this build) or "cpu_lacks_avx512_ifma"; NULL when it can. */
 const char *sa_lanes_unavailable_reason(void);
-/* Makes the result visible to the waiting job (release ordering). */
-void sa_operation_publish_done(sa_operation *op);
+/*
+ * Makes the result visible to the waiting job (release ordering); 1 if it
+ * stands, 0 if the caller stopped waiting at the deadline first (the result
+ * is dropped and the owner must not be woken).
+ */
+int sa_operation_publish_done(sa_operation *op);
+/*
+ * The key store's deadline passed: ends the caller's wait with an error
+ * unless the result came first. 1 if it did end it (then wake the owner).
+ */
+int sa_operation_expire(sa_operation *op);
+/* Whether the deadline ended the caller's wait (set by sa_operation_expire). */
+int sa_operation_missed_deadline(sa_operation *op);
+/* Whether a worker has begun the operation's call. */
+int sa_operation_started(sa_operation *op);
 /* Drops the worker's reference; the record may be freed here. */
 void sa_operation_release(sa_operation *op);
 /*
@@ -126,6 +142,16 @@ sa_submit_result sa_pool_submit(sa_operation *op);
 int sa_pool_run_and_wait(sa_operation *op);
 /* Counts an operation computed on the application's thread. */
 void sa_stats_note_inline(sa_algorithm algorithm, int succeeded);
+/* The same, in the counters of POOL (0: the engine's pool). */
+void sa_stats_note_inline_in(int pool, sa_algorithm algorithm, int succeeded);
+/*
+ * Workers of their own for a slow forward target: returns the pool id of the
+ * key store NAME (a provider instance's name), made on first use, with its
+ * own counters; records whose `pool` is that id run there.
+ */
+int sa_pool_register_key_store(const char *name);
+/* A key store's own settings (THREADS, QUEUE_DEPTH, WORKER_DELAY_USEC, DEADLINE_MSEC, SPARE_THREADS); 0 if refused. */
+int sa_config_set_string_in(int pool, const char *name, const char *value);
 /*
  * Operation records made (+1) and freed (-1). One held by a job that is never
  * resumed is never freed: at rest, those alive are the abandoned jobs'.
@@ -157,6 +183,8 @@ void sa_engine_did_finish(void);
 /* Returns 1 if accepted, 0 if the name is unknown or the value is invalid. */
 int sa_config_set(const char *name, long value);
 int sa_config_set_string(const char *name, const char *value);
+/* The index-th setting a provider's openssl.cnf section may give; NULL past the last. */
+const char *sa_config_setting_name(int index);
 /* Writes the statistics as text (NUL-terminated); returns the length needed. */
 size_t sa_stats_format(char *buffer, size_t capacity);
 

@@ -16,17 +16,18 @@
 #include "provider_record.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <openssl/core_dispatch.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/params.h>
 
 typedef void *(*gen_init_fn)(void *provctx, int selection, const OSSL_PARAM params[]);
 typedef void (*gen_cleanup_fn)(void *genctx);
 typedef int (*gen_set_params_fn)(void *genctx, const OSSL_PARAM params[]);
 typedef int (*gen_set_template_fn)(void *genctx, void *template_keydata);
 typedef int (*key_init_fn)(void *ctx, void *provkey, const OSSL_PARAM params[]);
-typedef int (*digest_init_fn)(void *ctx, const char *mdname, void *provkey, const OSSL_PARAM params[]);
-typedef int (*digest_update_fn)(void *ctx, const unsigned char *data, size_t length);
 typedef int (*set_peer_fn)(void *ctx, void *provkey);
 typedef void (*free_ctx_fn)(void *ctx);
 typedef void *(*dup_ctx_fn)(void *ctx);
@@ -45,6 +46,9 @@ typedef void *(*dup_ctx_fn)(void *ctx);
  * original functions, by function id, for those we put trampolines in place of.
  */
 typedef struct call_slot {
+    const OSSL_DISPATCH *theirs;  /* the target's table: a target loaded again reuses its slot */
+    OSSL_DISPATCH *ours;
+    int pool;                 /* a key store's own workers, or 0: the default target's, on the engine's pool */
     sa_algorithm algorithm;
     int lanes;                /* its key steps may use the 8-lane math */
     void (*original[FUNCTION_IDS])(void);
@@ -66,6 +70,10 @@ static int compute_call(sa_record *base)
     case CALL_GEN:
         record->generated = record->gen(record->ctx, record->callback, record->callback_arg);
         return record->generated != NULL;
+    case CALL_DIGEST_INIT:
+        return record->digest_init(record->ctx, record->digest_name, record->key, record->params) > 0;
+    case CALL_UPDATE:
+        return record->update(record->ctx, record->input, record->input_length) > 0;
     }
     return 0;
 }
@@ -89,23 +97,162 @@ static void destroy_call(sa_record *base)
 {
     call_record *record = (call_record *)base;
 
+    OPENSSL_free(record->digest_name);
+    OSSL_PARAM_free(record->params);
     OPENSSL_clear_free(record->input, allocated(record->input_length));
     OPENSSL_clear_free(record->output, allocated(record->output_capacity));
     OPENSSL_clear_free(record, sizeof(*record));
 }
 
+/* ---- Calls their caller stopped waiting for ---------------------------- */
+
+/*
+ * A key store's call that outlived its deadline still uses the target's
+ * operation context, and its caller, told of the failure, may free that
+ * context meanwhile (a server frees the connection). Such a free waits for
+ * the call: the worker frees the context when the call returns. Until then
+ * the context takes no new call. The list is short: calls past a deadline.
+ */
+static pthread_mutex_t late_lock = PTHREAD_MUTEX_INITIALIZER;
+static call_record *late_calls;
+static atomic_int late_count;
+
+/* 1 if record was on the list. */
+static int unlink_late_call(call_record *record)
+{
+    call_record **link;
+
+    for (link = &late_calls; *link != NULL; link = &(*link)->late_next)
+        if (*link == record) {
+            *link = record->late_next;
+            atomic_fetch_sub(&late_count, 1);
+            return 1;
+        }
+    return 0;
+}
+
+static call_record *late_call_on(void *ctx)
+{
+    call_record *record;
+
+    for (record = late_calls; record != NULL; record = record->late_next)
+        if (record->ctx == ctx)
+            return record;
+    return NULL;
+}
+
+/* On the caller's thread, its wait ended by the deadline: the call may still run. */
+static void keep_context_for_late_call(call_record *record)
+{
+    pthread_mutex_lock(&late_lock);
+    if (!record->returned) {
+        sa_record_retain(&record->base);
+        record->late_next = late_calls;
+        late_calls = record;
+        atomic_fetch_add(&late_count, 1);
+    }
+    pthread_mutex_unlock(&late_lock);
+}
+
+/*
+ * Whether a digest-signature's caller left the device's operation open: an
+ * init that went through, an update (run or not), a final never begun.
+ */
+static int leaves_operation_open(const call_record *record)
+{
+    int started = atomic_load(&record->base.started);
+
+    switch (record->shape) {
+    case CALL_DIGEST_INIT:
+        return started && record->base.succeeded;
+    case CALL_UPDATE:
+        return 1;
+    case CALL_FINAL:
+        return !started;
+    default:
+        return 0;
+    }
+}
+
+/* Signs into scratch to end the operation; the result and any error are no one's. */
+static void close_device_operation(call_record *record)
+{
+    size_t capacity = 16384, length = capacity;
+    unsigned char *scratch = OPENSSL_malloc(capacity);
+
+    if (scratch != NULL) {
+        sa_math_enter();
+        (void)record->close(record->ctx, scratch, &length, capacity);
+        sa_math_leave();
+        OPENSSL_clear_free(scratch, capacity);
+    }
+    ERR_clear_error();
+}
+
+/* On the worker: done with the context; frees it if its caller already let go. */
+static void settle_late_call(sa_record *base)
+{
+    call_record *record = (call_record *)base;
+    void (*free_ctx)(void *) = NULL;
+    int listed;
+
+    if (record->close != NULL && leaves_operation_open(record))
+        close_device_operation(record);
+
+    pthread_mutex_lock(&late_lock);
+    record->returned = 1;
+    if ((listed = unlink_late_call(record)))
+        free_ctx = record->late_free;
+    pthread_mutex_unlock(&late_lock);
+    if (free_ctx != NULL)
+        free_ctx(record->ctx);
+    if (listed)
+        sa_record_release(base);
+}
+
+/* 1 if a late call holds ctx: its free is left to that call's worker. */
+static int defer_free_to_late_call(void *ctx, void (*free_ctx)(void *))
+{
+    call_record *record;
+
+    if (atomic_load(&late_count) == 0)
+        return 0;
+    pthread_mutex_lock(&late_lock);
+    if ((record = late_call_on(ctx)) != NULL)
+        record->late_free = free_ctx;
+    pthread_mutex_unlock(&late_lock);
+    return record != NULL;
+}
+
+/* 1 (with an error on the queue) if a call past its deadline still uses ctx. */
+static int held_by_late_call(void *ctx)
+{
+    int held;
+
+    if (atomic_load(&late_count) == 0)
+        return 0;
+    pthread_mutex_lock(&late_lock);
+    held = late_call_on(ctx) != NULL;
+    pthread_mutex_unlock(&late_lock);
+    if (held)
+        ERR_raise_data(ERR_LIB_PROV, ERR_R_OPERATION_FAIL,
+                       "the key store is still running a call on this context past its deadline");
+    return held;
+}
+
 static const sa_record_kind call_kind = {
-    compute_call, release_call_inputs, destroy_call, sa_provider_compute_lanes
+    compute_call, release_call_inputs, destroy_call, sa_provider_compute_lanes, settle_late_call
 };
 
-static call_record *call_record_new(sa_algorithm algorithm, call_shape shape, void *ctx,
-                                    const unsigned char *in, size_t inlen, size_t outsize)
+static call_record *call_record_new(const call_slot *slot, sa_algorithm algorithm, call_shape shape,
+                                    void *ctx, const unsigned char *in, size_t inlen, size_t outsize)
 {
     call_record *record;
 
     if (sa_compute_inline() || (record = OPENSSL_zalloc(sizeof(*record))) == NULL)
         return NULL;
     sa_record_init(&record->base, &call_kind, algorithm);
+    record->base.public.pool = slot->pool;
     record->shape = shape;
     record->ctx = ctx;
     record->output_capacity = outsize;
@@ -121,15 +268,41 @@ static call_record *call_record_new(sa_algorithm algorithm, call_shape shape, vo
     return record;
 }
 
+static int run_call(call_record *record)
+{
+    int ok = sa_record_run(&record->base);
+
+    if (sa_record_missed_deadline(&record->base))
+        keep_context_for_late_call(record);
+    return ok;
+}
+
+/* A call made on the caller's thread; a key store's silent failure gets a word on the queue. */
+static void note_inline(const call_slot *slot, sa_algorithm algorithm, int ok, unsigned long last_error_before)
+{
+    if (!ok && slot->pool > 0 && ERR_peek_last_error() == last_error_before)
+        sa_raise_silent_key_store_failure();
+    sa_stats_note_inline_in(slot->pool, algorithm, ok);
+}
+
 /* Runs the record by the best route, then hands its output to the caller. */
 static int finish(call_record *record, unsigned char *out, size_t *outlen)
 {
-    int ok = sa_record_run(&record->base);
+    int ok = run_call(record);
 
     if (ok && record->output_length <= record->output_capacity) {
         memcpy(out, record->output, record->output_length);
         *outlen = record->output_length;
     }
+    sa_record_release(&record->base);
+    return ok;
+}
+
+/* Runs a record that only succeeds or fails. */
+static int finish_status(call_record *record)
+{
+    int ok = run_call(record);
+
     sa_record_release(&record->base);
     return ok;
 }
@@ -149,11 +322,15 @@ static int forward_in_out(const call_slot *slot, int id, void *ctx, unsigned cha
 
     if (out == NULL)                       /* a size query: nothing to compute */
         return original(ctx, out, outlen, outsize, in, inlen);
-    if ((record = call_record_new(slot->algorithm, CALL_IN_OUT, ctx, in, inlen, outsize)) == NULL) {
+    if (slot->pool > 0 && held_by_late_call(ctx))
+        return 0;
+    if ((record = call_record_new(slot, slot->algorithm, CALL_IN_OUT, ctx, in, inlen, outsize)) == NULL) {
+        unsigned long last_error = ERR_peek_last_error();
+
         sa_math_enter();
         ok = original(ctx, out, outlen, outsize, in, inlen);
         sa_math_leave();
-        sa_stats_note_inline(slot->algorithm, ok > 0);
+        note_inline(slot, slot->algorithm, ok > 0, last_error);
         return ok;
     }
     record->in_out = original;
@@ -172,14 +349,20 @@ static int forward_final(const call_slot *slot, int id, void *ctx, unsigned char
 
     if (out == NULL)
         return original(ctx, out, outlen, outsize);
-    if ((record = call_record_new(slot->algorithm, CALL_FINAL, ctx, NULL, 0, outsize)) == NULL) {
+    if (slot->pool > 0 && held_by_late_call(ctx))
+        return 0;
+    if ((record = call_record_new(slot, slot->algorithm, CALL_FINAL, ctx, NULL, 0, outsize)) == NULL) {
+        unsigned long last_error = ERR_peek_last_error();
+
         sa_math_enter();
         ok = original(ctx, out, outlen, outsize);
         sa_math_leave();
-        sa_stats_note_inline(slot->algorithm, ok > 0);
+        note_inline(slot, slot->algorithm, ok > 0, last_error);
         return ok;
     }
     record->final = original;
+    if (slot->pool > 0 && id == OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL)
+        record->close = original;
     if (id == OSSL_FUNC_KEYEXCH_DERIVE)
         sa_lanes_attach(record, LANES_DERIVE, lanes_params(slot, OSSL_FUNC_KEYEXCH_GET_CTX_PARAMS));
     else
@@ -192,8 +375,11 @@ static int forward_final(const call_slot *slot, int id, void *ctx, unsigned char
 static int forward_key_init(const call_slot *slot, int id, void *ctx, void *provkey,
                             const OSSL_PARAM params[])
 {
-    int ok = ORIGINAL(slot, key_init_fn, id)(ctx, provkey, params);
+    int ok;
 
+    if (slot->pool > 0 && held_by_late_call(ctx))
+        return 0;
+    ok = ORIGINAL(slot, key_init_fn, id)(ctx, provkey, params);
     if (!slot->lanes)
         return ok;
     if (ok > 0 && provkey != NULL
@@ -204,11 +390,45 @@ static int forward_key_init(const call_slot *slot, int id, void *ctx, void *prov
     return ok;
 }
 
+/*
+ * A key store's digest-sign init may open its device's operation (PKCS#11's
+ * C_SignInit): on the pool in a job, like the signature itself.
+ */
+static int store_digest_sign_init(const call_slot *slot, void *ctx, const char *mdname,
+                                  void *provkey, const OSSL_PARAM params[])
+{
+    digest_init_fn original = ORIGINAL(slot, digest_init_fn, OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT);
+    call_record *record;
+    int ok;
+
+    if ((record = call_record_new(slot, SA_ALG_SIGN_STEP, CALL_DIGEST_INIT, ctx, NULL, 0, 0)) == NULL) {
+        unsigned long last_error = ERR_peek_last_error();
+
+        ok = original(ctx, mdname, provkey, params);
+        note_inline(slot, SA_ALG_SIGN_STEP, ok > 0, last_error);
+        return ok;
+    }
+    record->digest_init = original;
+    record->close = ORIGINAL(slot, final_fn, OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL);
+    record->key = provkey;
+    if ((mdname != NULL && (record->digest_name = OPENSSL_strdup(mdname)) == NULL)
+        || (params != NULL && (record->params = OSSL_PARAM_dup(params)) == NULL)) {
+        sa_record_release(&record->base);
+        return 0;
+    }
+    return finish_status(record);
+}
+
 static int forward_digest_init(const call_slot *slot, int id, void *ctx, const char *mdname,
                                void *provkey, const OSSL_PARAM params[])
 {
-    int ok = ORIGINAL(slot, digest_init_fn, id)(ctx, mdname, provkey, params);
+    int ok;
 
+    if (slot->pool > 0 && held_by_late_call(ctx))
+        return 0;
+    if (slot->pool > 0 && provkey != NULL && id == OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT)
+        return store_digest_sign_init(slot, ctx, mdname, provkey, params);
+    ok = ORIGINAL(slot, digest_init_fn, id)(ctx, mdname, provkey, params);
     if (!slot->lanes)
         return ok;
     if (ok > 0 && provkey != NULL && id == OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT)
@@ -218,11 +438,34 @@ static int forward_digest_init(const call_slot *slot, int id, void *ctx, const c
     return ok;
 }
 
+/* A key store's digest-sign update may be a round trip to its device (C_SignUpdate). */
+static int store_digest_sign_update(const call_slot *slot, void *ctx, const unsigned char *data,
+                                    size_t length)
+{
+    digest_update_fn original = ORIGINAL(slot, digest_update_fn, OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE);
+    call_record *record;
+    int ok;
+
+    if ((record = call_record_new(slot, SA_ALG_SIGN_STEP, CALL_UPDATE, ctx, data, length, 0)) == NULL) {
+        unsigned long last_error = ERR_peek_last_error();
+
+        ok = original(ctx, data, length);
+        note_inline(slot, SA_ALG_SIGN_STEP, ok > 0, last_error);
+        return ok;
+    }
+    record->update = original;
+    record->close = ORIGINAL(slot, final_fn, OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL);
+    return finish_status(record);
+}
+
 static int forward_digest_update(const call_slot *slot, void *ctx, const unsigned char *data,
                                  size_t length)
 {
-    int ok = ORIGINAL(slot, digest_update_fn, OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE)(ctx, data, length);
+    int ok;
 
+    if (slot->pool > 0)
+        return !held_by_late_call(ctx) && store_digest_sign_update(slot, ctx, data, length);
+    ok = ORIGINAL(slot, digest_update_fn, OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE)(ctx, data, length);
     if (ok > 0 && slot->lanes)
         sa_lanes_digest_update(ctx, data, length);
     return ok;
@@ -241,12 +484,18 @@ static void forward_free_ctx(const call_slot *slot, int id, void *ctx)
 {
     if (slot->lanes)
         sa_lanes_forget(ctx);
+    if (slot->pool > 0 && defer_free_to_late_call(ctx, ORIGINAL(slot, free_ctx_fn, id)))
+        return;
     ORIGINAL(slot, free_ctx_fn, id)(ctx);
 }
 
 static void *forward_dup_ctx(const call_slot *slot, int id, void *ctx)
 {
-    void *copy = ORIGINAL(slot, dup_ctx_fn, id)(ctx);
+    void *copy;
+
+    if (slot->pool > 0 && held_by_late_call(ctx))
+        return NULL;
+    copy = ORIGINAL(slot, dup_ctx_fn, id)(ctx);
 
     if (copy != NULL && slot->lanes)
         sa_lanes_copy(ctx, copy);
@@ -296,11 +545,11 @@ static void *forward_gen(const call_slot *slot, void *genctx, OSSL_CALLBACK *cal
 
     if (sa_lanes_makes_parameters_only(genctx))
         return original(genctx, callback, arg);
-    if ((record = call_record_new(slot->algorithm, CALL_GEN, genctx, NULL, 0, 0)) == NULL) {
+    if ((record = call_record_new(slot, slot->algorithm, CALL_GEN, genctx, NULL, 0, 0)) == NULL) {
         sa_math_enter();
         generated = original(genctx, callback, arg);
         sa_math_leave();
-        sa_stats_note_inline(slot->algorithm, generated != NULL);
+        sa_stats_note_inline_in(slot->pool, slot->algorithm, generated != NULL);
         return generated;
     }
     record->gen = original;
@@ -316,7 +565,8 @@ static void *forward_gen(const call_slot *slot, void *genctx, OSSL_CALLBACK *cal
 
 /* ---- Trampolines: one set per slot, so each knows its originals -------- */
 
-#define SLOTS 12
+/* Enough for the default provider (9 algorithms) and a key store beside it. */
+#define SLOTS 24
 static call_slot slots[SLOTS];
 static int slots_used;
 
@@ -365,17 +615,26 @@ static int slots_used;
     static void keyexch_free_##i(void *c)                                                   \
     { forward_free_ctx(&slots[i], OSSL_FUNC_KEYEXCH_FREECTX, c); }                          \
     static void *keyexch_dup_##i(void *c)                                                   \
-    { return forward_dup_ctx(&slots[i], OSSL_FUNC_KEYEXCH_DUPCTX, c); }
+    { return forward_dup_ctx(&slots[i], OSSL_FUNC_KEYEXCH_DUPCTX, c); }                     \
+    static void cipher_free_##i(void *c)                                                    \
+    { forward_free_ctx(&slots[i], OSSL_FUNC_ASYM_CIPHER_FREECTX, c); }                      \
+    static void *cipher_dup_##i(void *c)                                                    \
+    { return forward_dup_ctx(&slots[i], OSSL_FUNC_ASYM_CIPHER_DUPCTX, c); }
 #define KEY_INIT(i, name, id)                                                               \
     static int name##_##i(void *c, void *k, const OSSL_PARAM p[])                           \
     { return forward_key_init(&slots[i], id, c, k, p); }
 TRAMPOLINES(0) TRAMPOLINES(1) TRAMPOLINES(2) TRAMPOLINES(3) TRAMPOLINES(4) TRAMPOLINES(5)
 TRAMPOLINES(6) TRAMPOLINES(7) TRAMPOLINES(8) TRAMPOLINES(9) TRAMPOLINES(10) TRAMPOLINES(11)
+TRAMPOLINES(12) TRAMPOLINES(13) TRAMPOLINES(14) TRAMPOLINES(15) TRAMPOLINES(16) TRAMPOLINES(17)
+TRAMPOLINES(18) TRAMPOLINES(19) TRAMPOLINES(20) TRAMPOLINES(21) TRAMPOLINES(22) TRAMPOLINES(23)
 
 typedef void (*any_fn)(void);
-#define ALL(name) { (any_fn)name##0, (any_fn)name##1, (any_fn)name##2, (any_fn)name##3,   \
-                    (any_fn)name##4, (any_fn)name##5, (any_fn)name##6, (any_fn)name##7,   \
-                    (any_fn)name##8, (any_fn)name##9, (any_fn)name##10, (any_fn)name##11 }
+#define ALL(name) { (any_fn)name##0, (any_fn)name##1, (any_fn)name##2, (any_fn)name##3,      \
+                    (any_fn)name##4, (any_fn)name##5, (any_fn)name##6, (any_fn)name##7,      \
+                    (any_fn)name##8, (any_fn)name##9, (any_fn)name##10, (any_fn)name##11,    \
+                    (any_fn)name##12, (any_fn)name##13, (any_fn)name##14, (any_fn)name##15,  \
+                    (any_fn)name##16, (any_fn)name##17, (any_fn)name##18, (any_fn)name##19,  \
+                    (any_fn)name##20, (any_fn)name##21, (any_fn)name##22, (any_fn)name##23 }
 
 /* Which of the target's functions we stand in for, per operation and function id. */
 static const struct take_over {
@@ -402,6 +661,8 @@ static const struct take_over {
     { OSSL_OP_KEYEXCH, OSSL_FUNC_KEYEXCH_FREECTX, ALL(keyexch_free_) },
     { OSSL_OP_KEYEXCH, OSSL_FUNC_KEYEXCH_DUPCTX, ALL(keyexch_dup_) },
     { OSSL_OP_ASYM_CIPHER, OSSL_FUNC_ASYM_CIPHER_DECRYPT, ALL(decrypt_) },
+    { OSSL_OP_ASYM_CIPHER, OSSL_FUNC_ASYM_CIPHER_FREECTX, ALL(cipher_free_) },
+    { OSSL_OP_ASYM_CIPHER, OSSL_FUNC_ASYM_CIPHER_DUPCTX, ALL(cipher_dup_) },
     { OSSL_OP_KEYMGMT, OSSL_FUNC_KEYMGMT_GEN, ALL(gen_) },
     { OSSL_OP_KEYMGMT, OSSL_FUNC_KEYMGMT_GEN_INIT, ALL(gen_init_) },
     { OSSL_OP_KEYMGMT, OSSL_FUNC_KEYMGMT_GEN_CLEANUP, ALL(gen_cleanup_) },
@@ -416,7 +677,8 @@ static int forwarded_algorithm(int operation, const char *names)
 {
     switch (operation) {
     case OSSL_OP_SIGNATURE:
-        return sa_first_name_is(names, "RSA") ? SA_ALG_RSA_PRIVATE_ENCRYPT
+        return sa_first_name_is(names, "RSA") || sa_first_name_is(names, "RSA-PSS")
+            ? SA_ALG_RSA_PRIVATE_ENCRYPT
             : sa_first_name_is(names, "ECDSA") ? SA_ALG_ECDSA_SIGN : -1;
     case OSSL_OP_ASYM_CIPHER:
         return sa_first_name_is(names, "RSA") ? SA_ALG_RSA_PRIVATE_DECRYPT : -1;
@@ -462,8 +724,19 @@ static void take_over(int operation, OSSL_DISPATCH *function, int slot)
             function->function = take_overs[i].trampolines[slot];
 }
 
-/* Called once per algorithm, under provider.c's lock. */
-const OSSL_DISPATCH *sa_provider_dispatch(int operation, const char *names,
+/* A slot already made for this table of the target's, or -1. */
+static int slot_for(int pool, const OSSL_DISPATCH *theirs)
+{
+    int slot;
+
+    for (slot = 0; slot < slots_used; slot++)
+        if (slots[slot].theirs == theirs && slots[slot].pool == pool)
+            return slot;
+    return -1;
+}
+
+/* Called once per algorithm and loaded instance, under provider.c's lock. */
+const OSSL_DISPATCH *sa_provider_dispatch(int pool, int operation, const char *names,
                                           const OSSL_DISPATCH *theirs)
 {
     int algorithm = forwarded_algorithm(operation, names);
@@ -471,8 +744,12 @@ const OSSL_DISPATCH *sa_provider_dispatch(int operation, const char *names,
     OSSL_DISPATCH *ours;
     int slot;
 
-    if (operation == OSSL_OP_KEYMGMT)
+    if (operation == OSSL_OP_KEYMGMT && pool == 0)
         sa_lanes_note_key_manager(names, theirs);
+    if (operation == OSSL_OP_KEYMGMT && pool > 0)
+        return theirs;            /* a key store's keys are made on the device, or only loaded */
+    if ((slot = slot_for(pool, theirs)) >= 0)
+        return slots[slot].ours;
     if (algorithm < 0 || slots_used == SLOTS)
         return theirs;
     while (theirs[count].function_id != 0)
@@ -481,8 +758,11 @@ const OSSL_DISPATCH *sa_provider_dispatch(int operation, const char *names,
         return NULL;
     memcpy(ours, theirs, (count + 1) * sizeof(*ours));
     slot = slots_used++;
+    slots[slot].theirs = theirs;
+    slots[slot].ours = ours;
+    slots[slot].pool = pool;
     slots[slot].algorithm = (sa_algorithm)algorithm;
-    slots[slot].lanes = lanes_possible(operation, theirs);
+    slots[slot].lanes = pool == 0 && lanes_possible(operation, theirs);
     for (i = 0; i < count; i++)
         take_over(operation, &ours[i], slot);
     return ours;

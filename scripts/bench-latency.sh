@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# make bench-latency: handshake latency under an open-loop load. For each
+# server (engine-loader serve; HAProxy ssl-mode-async nbthread 1 and 2) and
+# certificate key (RSA-2048, RSA-4096, P-256), the plain server's capacity is
+# measured first (h2load, closed loop); then full handshakes are offered at
+# fixed rates (scripts/open-loop-client.c) of 10 ... 120% of that capacity,
+# and on up to the engine's or the provider's own capacity where higher,
+# with no engine, the engine and the provider. Each point's latencies (from
+# when a handshake was due to its response's end) give one line:
+#   latency SERVER KEY CONFIG LOAD%: offered R/s, p50 A ms, p90 B ms, p99 C ms, p99.9 D ms
+# and per server and key a data file and a plot (p50 and p99 against the
+# offered rate) in OUTPUT. The client shares the machine's cores with the
+# server; nothing is pinned (pinning the server to one core would keep the
+# pool from the other).
+#   scripts/bench-latency.sh OUTPUT_DIR
+set -euo pipefail
+cd "$(dirname "$0")/.."
+engine=${ENGINE_SO:?path of swiftasync.so}
+loader=${ENGINE_LOADER:?path of engine-loader}
+output=$(mkdir -p "${1:?output folder}" && cd "$1" && pwd)
+seconds=${BENCH_SECONDS:-10}
+servers=${BENCH_SERVERS:-serve haproxy1 haproxy2}
+keys=${BENCH_KEYS:-rsa2048 rsa4096 p256}
+loads=${BENCH_LOADS:-10 25 50 75 90 100 120}
+configs=${BENCH_CONFIGS:-none engine provider}
+handshakes=${BENCH_HANDSHAKES:-2000}
+clients=64
+work=$(mktemp -d)
+trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT
+ulimit -n 65536 2>/dev/null || true
+source scripts/bench-lib.sh
+command -v gnuplot >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null; }
+
+cc -O2 -o "$work/open-loop-client" scripts/open-loop-client.c -lssl -lcrypto
+sed "s|^dynamic_path = .*|dynamic_path = $engine|" openssl.cnf > "$work/engine.cnf"
+sed "s|^module = .*|module = $engine|" openssl-provider.cnf > "$work/provider.cnf"
+cpu=$(lscpu | sed -n 's/^Model name: *//p')
+version=$(openssl version | cut -d' ' -f1-2)
+
+# start_server SERVER KEY CONFIG PORT: in the background; its pid in $server_pid.
+start_server() {
+    local server=$1 key=$2 config=$3 port=$4 conf=/dev/null
+    [ "$config" = engine ] && conf=$work/engine.cnf
+    [ "$config" = provider ] && conf=$work/provider.cnf
+    case $server in
+    serve)
+        local flag=--no-engine
+        [ "$config" = engine ] && flag="--engine $engine"
+        [ "$config" = provider ] && flag=--provider
+        # shellcheck disable=SC2086
+        OPENSSL_CONF=$conf "$loader" serve $flag --key "$key" --port "$port" > "$work/server.log" 2>&1 &
+        ;;
+    haproxy*)
+        certificate "$key"
+        printf '%s\n' "global" "    nbthread ${server#haproxy}" "    ssl-mode-async" "    tune.ssl.cachesize 0" \
+            "defaults" "    mode http" "    option httpclose" "    timeout connect 5s" "    timeout client 30s" \
+            "    timeout server 30s" "frontend tls" \
+            "    bind 127.0.0.1:$port ssl crt $work/$key.pem alpn http/1.1 no-tls-tickets" \
+            "    http-request return status 200 content-type text/plain string ok" > "$work/haproxy.cfg"
+        OPENSSL_CONF=$conf haproxy -W -db -f "$work/haproxy.cfg" > "$work/server.log" 2>&1 &
+        ;;
+    esac
+    server_pid=$!
+    wait_port "$port" || { cat "$work/server.log" >&2; return 1; }
+}
+
+stop_server() { kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; }
+
+# point SERVER KEY CONFIG LOAD RATE PORT: one open-loop run; prints the line and appends the data.
+point() {
+    local server=$1 key=$2 config=$3 load=$4 rate=$5 port=$6 summary stats
+    summary=$("$work/open-loop-client" 127.0.0.1 "$port" "$rate" "$seconds" "$work/latencies" 4000 2> "$work/progress")
+    tail -n 1 "$work/progress" >&2
+    stats=$(sort -n "$work/latencies" | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "- - - -"; exit }
+        split("0.50 0.90 0.99 0.999", q, " ")
+        for (i = 1; i <= 4; i++) { k = int(q[i] * NR); if (k < 1) k = 1; printf "%.2f ", v[k] / 1000 }
+    }')
+    read -r p50 p90 p99 p999 <<< "$stats"
+    echo "latency $server $key $config $load%: offered $rate/s, p50 $p50 ms, p90 $p90 ms, p99 $p99 ms, p99.9 $p999 ms"
+    echo "  ($summary)" >&2
+    echo "$config $load $rate $p50 $p90 $p99 $p999" >> "$output/latency-$server-$key.dat"
+}
+
+plot() {
+    local server=$1 key=$2 data=$output/latency-$server-$key.dat lines="" config color=0
+    for config in $configs; do
+        grep -q "^$config " "$data" || continue
+        color=$((color + 1))
+        lines+="${lines:+, }\"< grep '^$config ' $data\" using 3:4 with linespoints lw 2 lc $color title \"$config p50\", "
+        lines+="\"< grep '^$config ' $data\" using 3:6 with linespoints lw 2 dt 2 lc $color title \"$config p99\""
+    done
+    gnuplot <<EOF
+set terminal pngcairo noenhanced size 900,560 font "sans,11"
+set output "$output/latency-$server-$key.png"
+set title "$server, $key: full TLS handshake latency, open-loop load\n$cpu, $(nproc) cores shared with the client, $version"
+set xlabel "offered handshakes/s"
+set ylabel "latency (ms)"
+set logscale y
+set grid
+set key left top
+plot $lines
+EOF
+}
+
+echo "open-loop full TLS handshakes, $seconds s per point; $(nproc) cores shared by the client and the server"
+echo "cpu: $cpu, $version"
+summary=()
+for server in $servers; do
+    for key in $keys; do
+        : > "$output/latency-$server-$key.dat"
+        declare -A capacity=()
+        for config in $configs; do
+            port=$(free_port)
+            start_server "$server" "$key" "$config" "$port"
+            capacity[$config]=$(drive "$port" --h1 || echo 0)
+            stop_server
+            echo "capacity $server $key $config: ${capacity[$config]} hs/s (h2load, $clients connections)" >&2
+        done
+        plain=${capacity[none]:-0}
+        best=$plain
+        for config in $configs; do [ "${capacity[$config]}" -gt "$best" ] && best=${capacity[$config]}; done
+        # 10 ... 120% of plain, then on in steps of 25% up to the best capacity.
+        points=$loads
+        load=145
+        while [ $((plain * load / 100)) -le "$best" ] && [ "$plain" -gt 0 ]; do points+=" $load"; load=$((load + 25)); done
+        for config in $configs; do
+            port=$(free_port)
+            start_server "$server" "$key" "$config" "$port"
+            for load in $points; do
+                rate=$((plain * load / 100))
+                [ "$rate" -gt 0 ] || continue
+                line=$(point "$server" "$key" "$config" "$load" "$rate" "$port")
+                echo "$line"
+                summary+=("$line")
+                sleep 1
+            done
+            stop_server
+        done
+        plot "$server" "$key"
+    done
+done
+echo
+printf '%s\n' "${summary[@]}"
