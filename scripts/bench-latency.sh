@@ -11,7 +11,11 @@
 # and per server and key a data file and a plot (p50 and p99 against the
 # offered rate) in OUTPUT. The client shares the machine's cores with the
 # server; nothing is pinned (pinning the server to one core would keep the
-# pool from the other).
+# pool from the other). For the engine and the provider each point also
+# gives the server's own pool latencies (submit to wake-up, from its live
+# counters). BENCH_SERVERS, BENCH_KEYS, BENCH_LOADS and BENCH_CONFIGS pick
+# part of the grid; a config may carry pool settings (engine+NOTIFY_DELAY_USEC=0)
+# or be "before", the build BENCH_BEFORE_SO names.
 #   scripts/bench-latency.sh OUTPUT_DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +29,7 @@ loads=${BENCH_LOADS:-10 25 50 75 90 100 120}
 configs=${BENCH_CONFIGS:-none engine provider}
 handshakes=${BENCH_HANDSHAKES:-2000}
 clients=64
+stats_dir=${SWIFTASYNC_STATS_DIR:-/dev/shm/swiftasync}
 work=$(mktemp -d)
 trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT
 ulimit -n 65536 2>/dev/null || true
@@ -34,21 +39,30 @@ command -v gnuplot >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=nonintera
 cc -O2 -o "$work/open-loop-client" scripts/open-loop-client.c -lssl -lcrypto
 sed "s|^dynamic_path = .*|dynamic_path = $engine|" openssl.cnf > "$work/engine.cnf"
 sed "s|^module = .*|module = $engine|" openssl-provider.cnf > "$work/provider.cnf"
+before=${BENCH_BEFORE_SO:-}
+[ -z "$before" ] || sed "s|^dynamic_path = .*|dynamic_path = $before|" openssl.cnf > "$work/before.cnf"
 cpu=$(lscpu | sed -n 's/^Model name: *//p')
 version=$(openssl version | cut -d' ' -f1-2)
 
 # start_server SERVER KEY CONFIG PORT: in the background; its pid in $server_pid.
+# CONFIG is none, engine, provider or before (the engine BENCH_BEFORE_SO names:
+# another build, for a before/after in one run), optionally with settings of the pool:
+# engine+NOTIFY_DELAY_USEC=0+THREADS=1 runs the engine with those (SWIFTASYNC_NAME=VALUE).
 start_server() {
-    local server=$1 key=$2 config=$3 port=$4 conf=/dev/null
+    local server=$1 key=$2 config=${3%%+*} port=$4 conf=/dev/null settings=()
+    local setting
+    for setting in $(tr '+' ' ' <<< "${3#"$config"}"); do settings+=("SWIFTASYNC_$setting"); done
     [ "$config" = engine ] && conf=$work/engine.cnf
+    [ "$config" = before ] && conf=$work/before.cnf
     [ "$config" = provider ] && conf=$work/provider.cnf
     case $server in
     serve)
         local flag=--no-engine
         [ "$config" = engine ] && flag="--engine $engine"
+        [ "$config" = before ] && flag="--engine $before"
         [ "$config" = provider ] && flag=--provider
         # shellcheck disable=SC2086
-        OPENSSL_CONF=$conf "$loader" serve $flag --key "$key" --port "$port" > "$work/server.log" 2>&1 &
+        env "${settings[@]}" OPENSSL_CONF=$conf "$loader" serve $flag --key "$key" --port "$port" > "$work/server.log" 2>&1 &
         ;;
     haproxy*)
         certificate "$key"
@@ -57,11 +71,25 @@ start_server() {
             "    timeout server 30s" "frontend tls" \
             "    bind 127.0.0.1:$port ssl crt $work/$key.pem alpn http/1.1 no-tls-tickets" \
             "    http-request return status 200 content-type text/plain string ok" > "$work/haproxy.cfg"
-        OPENSSL_CONF=$conf haproxy -W -db -f "$work/haproxy.cfg" > "$work/server.log" 2>&1 &
+        env "${settings[@]}" OPENSSL_CONF=$conf haproxy -W -db -f "$work/haproxy.cfg" > "$work/server.log" 2>&1 &
         ;;
     esac
     server_pid=$!
     wait_port "$port" || { cat "$work/server.log" >&2; return 1; }
+}
+
+# pool_latency: the server's own recent pool latencies (its live counters, the last
+# 5-10 s) for each algorithm it offloaded: from submit to wake-up, p50/p99/p99.9 in µs.
+pool_latency() {
+    local pid files=()
+    for pid in "$server_pid" $(pgrep -P "$server_pid"); do
+        [ -f "$stats_dir/$pid.stats" ] && files+=("$stats_dir/$pid.stats")
+    done
+    [ ${#files[@]} -gt 0 ] || return 0
+    awk '$2 ~ /^offloaded=/ && $2 != "offloaded=0" {
+        for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+        printf "%s%s wake %s/%s/%s", sep, $1, v["wake_p50_us"], v["wake_p99_us"], v["wake_p999_us"]; sep = ", "
+    }' "${files[@]}"
 }
 
 stop_server() { kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; }
@@ -79,6 +107,7 @@ point() {
     read -r p50 p90 p99 p999 <<< "$stats"
     echo "latency $server $key $config $load%: offered $rate/s, p50 $p50 ms, p90 $p90 ms, p99 $p99 ms, p99.9 $p999 ms"
     echo "  ($summary)" >&2
+    [ "$config" = none ] || echo "pool $server $key $config $load%: $(pool_latency) (us, p50/p99/p99.9)"
     echo "$config $load $rate $p50 $p90 $p99 $p999" >> "$output/latency-$server-$key.dat"
 }
 

@@ -70,7 +70,7 @@ done
 echo "$sanitizer sanitizer: test status $status, $found report(s) in $reports"
 if [ "$status" -ne 0 ] || [ "$found" -ne 0 ]; then
     # CI shows only the end of the output: the failures once more, last.
-    grep -E "error:|^Test Case .*failed" "$reports/xctest.log" | tail -40 || true
+    grep -E "error:|^Test Case .*failed" "$reports/xctest.log" | tail -40 | cut -c1-1500 || true
     echo "$sanitizer sanitizer: 0 passed, 1 failed"
     exit 1
 fi

@@ -9,8 +9,14 @@ import Synchronization
 /// While more work is queued, a worker tells owners in batches: of up to
 /// `notifyBatch` results, the first held at most `notifyDelay`. The
 /// application is then woken once for several results instead of once each,
-/// and the cores stay on the math. With nothing queued a worker tells each
-/// owner at once, so a lone operation never waits.
+/// and the cores stay on the math. A result is held only while the next
+/// piece of work is expected to end within that delay, judged by the slowest
+/// of the worker's recent ones (a decaying maximum: a queue that mixes
+/// RSA-4096 with X25519 may hand either next): where slow operations run,
+/// each result is told before the next begins, instead of waiting one more
+/// operation's time.
+/// With nothing queued a worker tells each owner at once, so a lone
+/// operation never waits.
 ///
 /// With `lanes`, a worker that takes an item also takes like items already
 /// queued (same key) for one multi-buffer call, when there are enough of them.
@@ -249,6 +255,8 @@ final class WorkerPool: @unchecked Sendable {
         batch.reserveCapacity(lanes?.width ?? 1)
         var justWatched = false
         var heldSince = 0
+        /// The slowest of this worker's recent pieces of work, decaying by an eighth each: what the next may take.
+        var expectedWorkNanoseconds = 0
         /// With the lock held: the lock is let go for work, counted as busy.
         func leaveForWork() {
             busyWorkers += 1
@@ -292,14 +300,18 @@ final class WorkerPool: @unchecked Sendable {
                 justWatched = false
                 let wakeSubmitter = waitingSubmitters > 0
                 let flush = done.count >= notifyBatch
-                    || (!done.isEmpty && monotonicNanoseconds() - heldSince >= notifyDelayNanoseconds)
+                    || (!done.isEmpty
+                        && monotonicNanoseconds() - heldSince + expectedWorkNanoseconds >= notifyDelayNanoseconds)
                 if flush { inFlight[index].removeFirst(done.count) }
                 leaveForWork()
                 if wakeSubmitter { roomAvailable.signal() }
                 if flush { notifyAll() }
+                let started = monotonicNanoseconds()
                 if inLanes, let lanes { lanes.execute(batch) } else { execute(item) }
+                let finished = monotonicNanoseconds()
+                expectedWorkNanoseconds = max(finished - started, expectedWorkNanoseconds - expectedWorkNanoseconds / 8)
                 let outlived = deadlines?.policy.outlived(item) ?? false
-                if done.isEmpty { heldSince = monotonicNanoseconds() }
+                if done.isEmpty { heldSince = finished }
                 done.append(contentsOf: batch)
                 returnFromWork()
                 if outlived && replacements > 0 {

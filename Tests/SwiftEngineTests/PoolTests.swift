@@ -64,6 +64,30 @@ final class WorkerPoolTests: XCTestCase {
         pool.shutdown()
     }
 
+    /// Where work slower than the notify delay runs, no result is held for
+    /// the next piece of work: each is told before the worker starts on the
+    /// next, so a backlog adds no further operation's time to anyone's wait.
+    /// The slow items (odd) alternate with instant ones (even), as RSA-4096
+    /// signatures do with X25519 in a TLS server's queue.
+    func testResultsSlowerThanTheDelayAreToldBeforeTheNextBegins() {
+        let events = Locked<[String]>([])
+        let pool = WorkerPool(threadCount: 1, queueCapacity: 100, notifyBatch: 64,
+                              notifyDelayMicroseconds: 1_000, execute: { raw in
+            events.withLock { $0.append("start \(Int(bitPattern: raw))") }
+            if Int(bitPattern: raw) % 2 == 1 { usleep(5_000) }
+        }, notify: { raw in events.withLock { $0.append("told \(Int(bitPattern: raw))") } })
+        XCTAssertTrue(pool.start())
+        for value in 1...6 { XCTAssertNotEqual(pool.trySubmit(item(value)), .full) }
+        for _ in 0..<2000 where events.withLock({ $0.count }) < 12 { usleep(1_000) }
+        pool.shutdown()
+        let seen = events.withLock { $0 }
+        XCTAssertEqual(seen.count, 12, "\(seen)")
+        for value in 1...5 {
+            let told = seen.firstIndex(of: "told \(value)"), next = seen.firstIndex(of: "start \(value + 1)")
+            XCTAssertLessThan(told ?? .max, next ?? .min, "\(value) told before \(value + 1) began: \(seen)")
+        }
+    }
+
     /// Fork preparation waits for running work to finish and holds the rest back.
     func testLockForForkWaitsUntilNoWorkerIsBusy() {
         let running = Atomic<Int>(0)
