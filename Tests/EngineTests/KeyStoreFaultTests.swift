@@ -2,6 +2,18 @@ import COpenSSL
 import EngineHarness
 import XCTest
 
+/// `read` every 20 ms until `done` holds or `seconds` pass: the last reading.
+func polled(within seconds: Double, _ read: () throws -> EngineStats,
+            until done: (EngineStats) -> Bool) rethrows -> EngineStats {
+    let giveUp = Date().addingTimeInterval(seconds)
+    var last = try read()
+    while !done(last) && Date() < giveUp {
+        usleep(20_000)
+        last = try read()
+    }
+    return last
+}
+
 /// A token that fails and one that stops answering, through swiftasync in
 /// async jobs: each caller gets an error on its queue, within the key
 /// store's deadline while the device still hangs; stuck workers are
@@ -109,12 +121,7 @@ final class KeyStoreFaultTests: XCTestCase {
 
     /// Polls until `done` holds (bounded): the workers hand back on their own time.
     func eventually(_ what: String, within seconds: Double = 20, _ done: (EngineStats) -> Bool) throws {
-        let giveUp = Date().addingTimeInterval(seconds)
-        var last = try stats()
-        while !done(last) && Date() < giveUp {
-            usleep(20_000)
-            last = try stats()
-        }
+        let last = try polled(within: seconds, stats, until: done)
         XCTAssertTrue(done(last), "\(what): \(last.algorithms[KeyStoreTests.store + "pool"] ?? [:])")
     }
 
@@ -304,10 +311,8 @@ final class KeyStoreTokenGoneTests: XCTestCase {
         XCTAssertEqual(try inJobs(.callback), [aloneAfter, aloneAfter, aloneAfter],
                        "after the restart as pkcs11-provider alone (\(aloneAfter))")
         // A worker counts as in flight until it has told every owner: the last job may resume first.
-        var end = try LoadedProvider.stats(of: instance)
-        for _ in 0..<100 where end.algorithms[KeyStoreTests.store + "pool"]?["in_flight"] != 0 {
-            usleep(20_000)
-            end = try LoadedProvider.stats(of: instance)
+        let end = try polled(within: 2, { try LoadedProvider.stats(of: instance) }) {
+            $0.algorithms[KeyStoreTests.store + "pool"]?["in_flight"] == 0
         }
         let steps = KeyStoreTests.store + "sign_step"
         XCTAssertGreaterThan(end.count(steps, "offloaded") - start.count(steps, "offloaded"), 0, "its calls ran on the token's workers")

@@ -52,8 +52,7 @@ class RealServerTests: XCTestCase {
         let server = try Commands.launch(arguments, environment: environment,
                                          output: try FileHandle(forWritingTo: URL(fileURLWithPath: log)))
         servers.append(server)
-        for _ in 0..<200 where !canConnect(port) && server.isRunning { usleep(25_000) }
-        XCTAssertTrue(canConnect(port), "\(arguments[0]) is not listening on \(port):\n"
+        XCTAssertTrue(listens(server, on: port), "\(arguments[0]) is not listening on \(port):\n"
                       + ((try? String(contentsOfFile: log, encoding: .utf8)) ?? ""))
         return server
     }
@@ -320,7 +319,7 @@ final class ServeTests: XCTestCase {
         let output = Pipe()
         let server = try Commands.launch([Commands.engineLoader, "serve", "--engine", LoadedEngine.defaultPath(), "--port", String(port),
                                           "--tls", tls, "--key", key, "--handshakes", String(handshakes)] + extra, output: output)
-        for _ in 0..<200 where !canConnect(port) && server.isRunning { usleep(25_000) }
+        listens(server, on: port)
         let h2load = try Commands.run(["h2load", "--h1", "-n", String(handshakes), "-c", String(handshakes), "https://127.0.0.1:\(port)/"]).output
         return (h2load, Commands.finish(server, output))
     }
@@ -345,7 +344,7 @@ final class ServeTests: XCTestCase {
         let port = try freeLoopbackPort()
         let server = try Commands.launch([Commands.engineLoader, "serve", "--engine", LoadedEngine.defaultPath(), "--port", String(port)])
         defer { server.terminate(); server.waitUntilExit() }
-        for _ in 0..<200 where !canConnect(port) && server.isRunning { usleep(25_000) }
+        listens(server, on: port)
         let fds = { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.processIdentifier)/fd").count) ?? -1 }
         let hello = try TLSHandshakes.clientHello()
         func hangUpMidHandshake() {

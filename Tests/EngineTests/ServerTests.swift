@@ -50,8 +50,7 @@ class ServerTests: XCTestCase {
                                          + ["-cert", "\(directory)/\(certificate).crt", "-key", keyArgument(certificate),
                                             "-accept", "127.0.0.1:\(port)", "-no_ticket", "-quiet"] + extra,
                                          environment: environment, keepStandardInputOpen: true)
-        for _ in 0..<200 where !canConnect(port) { usleep(25_000) }
-        XCTAssertTrue(canConnect(port), "s_server did not start listening")
+        XCTAssertTrue(listens(server, on: port), "s_server did not start listening")
         return (server, port)
     }
 
@@ -154,6 +153,13 @@ func freeLoopbackPort() throws -> Int {
     }
     guard bound else { throw HarnessError("no free port") }
     return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Whether `server` comes to listen on 127.0.0.1:`port` within `seconds`; false as soon as it exits.
+@discardableResult
+func listens(_ server: Process, on port: Int, within seconds: Double = 5) -> Bool {
+    for _ in 0..<Int(seconds * 40) where !canConnect(port) && server.isRunning { usleep(25_000) }
+    return canConnect(port)
 }
 
 func canConnect(_ port: Int) -> Bool {
