@@ -63,12 +63,31 @@ class RealServerTests: XCTestCase {
         let line = output.split(separator: "\n").first { $0.hasPrefix("requests:") } ?? ""
         let log = (try? String(contentsOfFile: serverLog, encoding: .utf8)) ?? ""
         // The first line of a failure is what CI's excerpt keeps: h2load's complaints and the server's last words on it.
-        let complaints = output.split(separator: "\n").filter { $0.localizedCaseInsensitiveContains("error")
-            || $0.localizedCaseInsensitiveContains("fail") }.prefix(6)
-        XCTAssertTrue(line.contains("\(count) succeeded, 0 failed, 0 errored, 0 timeout"),
-                      "h2load: \(line) | \(complaints.joined(separator: " | ")) | server: "
+        let complaints = output.split(separator: "\n").filter { !$0.hasPrefix("requests:")
+            && ($0.localizedCaseInsensitiveContains("error") || $0.localizedCaseInsensitiveContains("fail")) }.prefix(6)
+        let succeeded = line.contains("\(count) succeeded, 0 failed, 0 errored, 0 timeout")
+        XCTAssertTrue(succeeded,
+                      "h2load: \(line) | \(complaints.joined(separator: " | ")) | counters: "
+                      + "\(succeeded ? "" : troubles(of: servers.last)) | server: "
                       + "\(log.split(separator: "\n").suffix(4).joined(separator: " | "))\n\(output)\nserver output:\n\(log)")
         return line.contains("\(count) succeeded") ? count : 0
+    }
+
+    /// The counters of the server's processes that say what went wrong (the nonzero
+    /// failures, deadlines, replacements, retries, operations still out), one line.
+    func troubles(of master: Process?) -> String {
+        guard let master else { return "no server" }
+        let watched = ["failed", "retried", "deadlines_missed", "workers_replaced", "in_flight", "wait_fds_refused", "jobs_abandoned"]
+        let found = family(of: master).flatMap { process in
+            process.stats.text.split(separator: "\n").compactMap { line -> String? in
+                let words = line.split(separator: " ")
+                let telling = words.dropFirst().filter { word in
+                    watched.contains { word.hasPrefix("\($0)=") } && !word.hasSuffix("=0")
+                }
+                return telling.isEmpty ? nil : "\(process.pid) \(words[0]) " + telling.joined(separator: " ")
+            }
+        }
+        return found.isEmpty ? "none telling" : found.joined(separator: "; ")
     }
 
     /// The server's master and the workers it forked, as they publish counters.
