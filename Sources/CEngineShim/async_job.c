@@ -57,6 +57,21 @@ static void ask_to_come_back(sa_record *record, ASYNC_WAIT_CTX *wait_ctx)
     }
 }
 
+/*
+ * SSL_get_error reads the error queue before it looks for a paused job, so
+ * an error left on it at a pause turns SSL_ERROR_WANT_ASYNC into
+ * SSL_ERROR_SSL and the application drops a connection whose operation is
+ * still out. Whatever is on this thread's queue here came from calls that
+ * succeeded (one that fails ends the handshake before it asks us for work):
+ * pkcs11-provider leaves "Failed to fetch login_session" behind when a
+ * token's sessions are busy and it goes on with another.
+ */
+static int pause_with_nothing_queued(void)
+{
+    ERR_clear_error();
+    return ASYNC_pause_job();
+}
+
 static void after_resume(sa_record *record)
 {
     if (record->wake_fd != NULL && !uses_callback(record))
@@ -79,7 +94,7 @@ static int submit_from_job(sa_record *record, ASYNC_WAIT_CTX *wait_ctx)
         if (result == SA_SUBMIT_UNAVAILABLE)
             return 0;
         ask_to_come_back(record, wait_ctx);
-        if (!ASYNC_pause_job())
+        if (!pause_with_nothing_queued())
             return 0;
         after_resume(record);
     }
@@ -93,7 +108,7 @@ static int submit_from_job(sa_record *record, ASYNC_WAIT_CTX *wait_ctx)
 static void wait_for_worker(sa_record *record)
 {
     while (!sa_record_is_done(record)) {
-        if (ASYNC_pause_job())
+        if (pause_with_nothing_queued())
             after_resume(record);
         if (!sa_record_is_done(record))
             sched_yield();

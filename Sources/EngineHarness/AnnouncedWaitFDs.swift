@@ -13,6 +13,8 @@ public enum AnnouncedWaitFDs {
         public var pauses: Int
         /// Fds the wait ctx holds at the end that no pause announced.
         public var unannounced: [Int32]
+        /// Pauses that found an error on the thread's queue (SSL_get_error would say SSL_ERROR_SSL).
+        public var pausesWithErrorsQueued: Int
     }
 
     final class Job {
@@ -34,7 +36,7 @@ public enum AnnouncedWaitFDs {
         var asyncJob: OpaquePointer?
         var returned: Int32 = 0
         var announced = Set<Int32>()
-        var pauses = 0
+        var pauses = 0, pausesWithErrorsQueued = 0
         let deadline = Date().addingTimeInterval(timeout)
         var context = Unmanaged.passUnretained(job).toOpaque()
         var status = ASYNC_start_job(&asyncJob, waitContext, &returned, { argument in
@@ -44,6 +46,7 @@ public enum AnnouncedWaitFDs {
         }, &context, MemoryLayout<UnsafeMutableRawPointer>.size)
         while status == ASYNC_PAUSE {
             pauses += 1
+            if ERR_peek_error() != 0 { pausesWithErrorsQueued += 1 }
             let (added, deleted) = changedFDs(waitContext)
             announced.formUnion(added)
             announced.subtract(deleted)
@@ -59,7 +62,8 @@ public enum AnnouncedWaitFDs {
         }
         guard status == ASYNC_FINISH else { throw HarnessError("ASYNC_start_job returned \(status)") }
         let unannounced = AsyncBatch.waitFDs(waitContext).filter { !announced.contains($0) }
-        return Outcome(result: returned, pauses: pauses, unannounced: unannounced)
+        return Outcome(result: returned, pauses: pauses, unannounced: unannounced,
+                       pausesWithErrorsQueued: pausesWithErrorsQueued)
     }
 
     static func changedFDs(_ waitContext: OpaquePointer) -> (added: [Int32], deleted: [Int32]) {

@@ -495,7 +495,7 @@ final class KeyStoreServerTests: ServerTests {
                                           "--certificate", "\(directory)/rsa.crt", "--private-key", SoftHSMToken.uri("rsa")],
                                          environment: environment)
         defer { server.terminate(); server.waitUntilExit() }
-        listens(server, on: port)
+        XCTAssertTrue(listens(server, on: port), "engine-loader serve is not listening on \(port)")
         func h2load(_ count: Int) throws -> String {
             try Commands.run(["h2load", "--h1", "-n", String(count), "-c", String(count), "https://127.0.0.1:\(port)/"]).output
         }
@@ -529,7 +529,7 @@ final class KeyStoreServerTests: ServerTests {
         let server = try Commands.launch([Commands.engineLoader, "serve", "--provider", "--port", String(port),
                                           "--certificate", "\(directory)/rsa.crt", "--private-key", SoftHSMToken.uri("rsa"),
                                           "--handshakes", "40"], environment: try frontEnd().environment, output: output)
-        listens(server, on: port)
+        XCTAssertTrue(listens(server, on: port), "engine-loader serve is not listening on \(port)")
         let h2load = try Commands.run(["h2load", "--h1", "-n", "40", "-c", "40", "https://127.0.0.1:\(port)/"]).output
         let text = Commands.finish(server, output)
         XCTAssertTrue(h2load.contains("40 succeeded, 0 failed, 0 errored"), h2load + text)

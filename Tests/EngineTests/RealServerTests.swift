@@ -336,7 +336,7 @@ final class ServeTests: XCTestCase {
         let output = Pipe()
         let server = try Commands.launch([Commands.engineLoader, "serve", "--engine", LoadedEngine.defaultPath(), "--port", String(port),
                                           "--tls", tls, "--key", key, "--handshakes", String(handshakes)] + extra, output: output)
-        listens(server, on: port)
+        XCTAssertTrue(listens(server, on: port), "engine-loader serve is not listening on \(port)")
         let h2load = try Commands.run(["h2load", "--h1", "-n", String(handshakes), "-c", String(handshakes), "https://127.0.0.1:\(port)/"]).output
         return (h2load, Commands.finish(server, output))
     }
@@ -361,7 +361,7 @@ final class ServeTests: XCTestCase {
         let port = try freeLoopbackPort()
         let server = try Commands.launch([Commands.engineLoader, "serve", "--engine", LoadedEngine.defaultPath(), "--port", String(port)])
         defer { server.terminate(); server.waitUntilExit() }
-        listens(server, on: port)
+        XCTAssertTrue(listens(server, on: port), "engine-loader serve is not listening on \(port)")
         let fds = { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.processIdentifier)/fd").count) ?? -1 }
         let hello = try TLSHandshakes.clientHello()
         func hangUpMidHandshake() {

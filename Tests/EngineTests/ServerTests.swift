@@ -156,8 +156,9 @@ func freeLoopbackPort() throws -> Int {
 }
 
 /// Whether `server` comes to listen on 127.0.0.1:`port` within `seconds`; false as soon as it exits.
-@discardableResult
-func listens(_ server: Process, on port: Int, within seconds: Double = 5) -> Bool {
+/// The bound is long because it costs nothing when the server starts: one that
+/// generates an RSA-4096 key under ASan has been seen to take 5.5 s.
+func listens(_ server: Process, on port: Int, within seconds: Double = 30) -> Bool {
     for _ in 0..<Int(seconds * 40) where !canConnect(port) && server.isRunning { usleep(25_000) }
     return canConnect(port)
 }

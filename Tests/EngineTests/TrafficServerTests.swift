@@ -24,7 +24,7 @@ class TrafficServerTests: ServerTests {
         let server = try Commands.launch([Commands.repositoryRoot + "/scripts/trafficserver.sh", root, String(port),
                                           "\(directory)/\(certificate).crt", keyArgument(certificate), engineConf, groups],
                                          environment: environment)
-        XCTAssertTrue(listens(server, on: port, within: 10), "Traffic Server is not listening on \(port):\n"
+        XCTAssertTrue(listens(server, on: port), "Traffic Server is not listening on \(port):\n"
                       + ((try? String(contentsOfFile: "\(root)/log/diags.log", encoding: .utf8)) ?? ""))
         return (server, port)
     }

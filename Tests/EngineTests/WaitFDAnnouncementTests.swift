@@ -74,6 +74,32 @@ class WaitFDAnnouncementTests: EngineTestCase {
         XCTAssertEqual(withoutPause, 40, "a blocked job never pauses")
     }
 
+    /// A call that succeeded but left an error behind (pkcs11-provider does,
+    /// when a token's sessions are busy) before the job's operation pauses:
+    /// the pause must find the queue empty, or SSL_get_error reports
+    /// SSL_ERROR_SSL for a paused job and the server drops its connection.
+    func testAPauseLeavesNoStrayErrorQueued() throws {
+        try engine.set("WORKER_DELAY_USEC", "2000")
+        let key = try RSAKeyPair(bits: 2048)
+        let operation = RSAPrivateOperation.random(.encrypt, padding: RSA_PKCS1_PADDING, key: key)
+        let rsa = key.engineKey
+        let notDER: [UInt8] = [0x30, 0x03, 0x02]
+        for mode in WakeMode.allCases {
+            let outcome = try AnnouncedWaitFDs.run({
+                let decoded = notDER.withUnsafeBufferPointer { buffer -> OpaquePointer? in
+                    var cursor = buffer.baseAddress
+                    return d2i_X509(nil, &cursor, buffer.count)
+                }
+                guard decoded == nil, ERR_peek_error() != 0 else { return -3 }   // the stray error is there
+                return operation.perform(on: rsa).result
+            }, mode: mode)
+            XCTAssertEqual(outcome.result, Int32(key.size), "\(mode)")
+            XCTAssertGreaterThan(outcome.pauses, 0, "\(mode): the operation pauses on a slow worker")
+            XCTAssertEqual(outcome.pausesWithErrorsQueued, 0, "\(mode): pauses with an error on the queue")
+            ERR_clear_error()
+        }
+    }
+
     /// After a job that left no fd, the next operation on the same wait ctx
     /// still pauses and wakes through a fresh, announced fd.
     func testAWaitContextKeepsWorkingAfterAWithdrawnFD() throws {

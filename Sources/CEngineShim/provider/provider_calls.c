@@ -480,13 +480,32 @@ static int forward_set_peer(const call_slot *slot, void *ctx, void *provkey)
     return ok;
 }
 
+/*
+ * pkcs11-provider 1.0 can leave an error behind on a call that succeeds
+ * ("Failed to fetch login_session" while another thread holds the token's
+ * login session; it goes on with another). On a TLS server's thread that
+ * error turns the handshake's next SSL_get_error into SSL_ERROR_SSL and a
+ * good connection is dropped. EVP_DigestSignFinal dups and frees the
+ * target's context on the caller's thread, between the steps the pool runs:
+ * there, a key store's call that succeeded leaves nothing on the queue.
+ */
+static void forget_errors_of(int succeeded)
+{
+    if (succeeded)
+        ERR_pop_to_mark();
+    else
+        ERR_clear_last_mark();
+}
+
 static void forward_free_ctx(const call_slot *slot, int id, void *ctx)
 {
     if (slot->lanes)
         sa_lanes_forget(ctx);
     if (slot->pool > 0 && defer_free_to_late_call(ctx, ORIGINAL(slot, free_ctx_fn, id)))
         return;
+    ERR_set_mark();
     ORIGINAL(slot, free_ctx_fn, id)(ctx);
+    forget_errors_of(slot->pool > 0);
 }
 
 static void *forward_dup_ctx(const call_slot *slot, int id, void *ctx)
@@ -495,7 +514,9 @@ static void *forward_dup_ctx(const call_slot *slot, int id, void *ctx)
 
     if (slot->pool > 0 && held_by_late_call(ctx))
         return NULL;
+    ERR_set_mark();
     copy = ORIGINAL(slot, dup_ctx_fn, id)(ctx);
+    forget_errors_of(slot->pool > 0 && copy != NULL);
 
     if (copy != NULL && slot->lanes)
         sa_lanes_copy(ctx, copy);
