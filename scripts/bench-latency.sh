@@ -16,6 +16,12 @@
 # counters). BENCH_SERVERS, BENCH_KEYS, BENCH_LOADS and BENCH_CONFIGS pick
 # part of the grid; a config may carry pool settings (engine+NOTIFY_DELAY_USEC=0)
 # or be "before", the build BENCH_BEFORE_SO names.
+# The configurations' servers run side by side and take turns at each load,
+# BENCH_REPEAT times each (default 1): a point's percentiles come from all its
+# turns' samples, so every configuration meets the same neighbours (on a shared
+# machine they move a lone run's p99 by 2x from one minute to the next).
+# Past 120%, a configuration whose median already took a second is not driven
+# further: it only queues more.
 #   scripts/bench-latency.sh OUTPUT_DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +34,7 @@ keys=${BENCH_KEYS:-rsa2048 rsa4096 p256}
 loads=${BENCH_LOADS:-10 25 50 75 90 100 120}
 configs=${BENCH_CONFIGS:-none engine provider}
 handshakes=${BENCH_HANDSHAKES:-2000}
+repeat=${BENCH_REPEAT:-1}
 clients=64
 stats_dir=${SWIFTASYNC_STATS_DIR:-/dev/shm/swiftasync}
 work=$(mktemp -d)
@@ -62,7 +69,7 @@ start_server() {
         [ "$config" = before ] && flag="--engine $before"
         [ "$config" = provider ] && flag=--provider
         # shellcheck disable=SC2086
-        env "${settings[@]}" OPENSSL_CONF=$conf "$loader" serve $flag --key "$key" --port "$port" > "$work/server.log" 2>&1 &
+        env "${settings[@]}" OPENSSL_CONF=$conf "$loader" serve $flag --key "$key" --port "$port" > "$work/server-$3.log" 2>&1 &
         ;;
     haproxy*)
         certificate "$key"
@@ -70,19 +77,19 @@ start_server() {
             "defaults" "    mode http" "    option httpclose" "    timeout connect 5s" "    timeout client 30s" \
             "    timeout server 30s" "frontend tls" \
             "    bind 127.0.0.1:$port ssl crt $work/$key.pem alpn http/1.1 no-tls-tickets" \
-            "    http-request return status 200 content-type text/plain string ok" > "$work/haproxy.cfg"
-        env "${settings[@]}" OPENSSL_CONF=$conf haproxy -W -db -f "$work/haproxy.cfg" > "$work/server.log" 2>&1 &
+            "    http-request return status 200 content-type text/plain string ok" > "$work/haproxy-$3.cfg"
+        env "${settings[@]}" OPENSSL_CONF=$conf haproxy -W -db -f "$work/haproxy-$3.cfg" > "$work/server-$3.log" 2>&1 &
         ;;
     esac
     server_pid=$!
-    wait_port "$port" || { cat "$work/server.log" >&2; return 1; }
+    wait_port "$port" || { cat "$work/server-$3.log" >&2; return 1; }
 }
 
-# pool_latency: the server's own recent pool latencies (its live counters, the last
+# pool_latency PID: the server's own recent pool latencies (its live counters, the last
 # 5-10 s) for each algorithm it offloaded: from submit to wake-up, p50/p99/p99.9 in µs.
 pool_latency() {
     local pid files=()
-    for pid in "$server_pid" $(pgrep -P "$server_pid"); do
+    for pid in "$1" $(pgrep -P "$1"); do
         [ -f "$stats_dir/$pid.stats" ] && files+=("$stats_dir/$pid.stats")
     done
     [ ${#files[@]} -gt 0 ] || return 0
@@ -92,22 +99,27 @@ pool_latency() {
     }' "${files[@]}"
 }
 
-stop_server() { kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; }
+stop_server() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-# point SERVER KEY CONFIG LOAD RATE PORT: one open-loop run; prints the line and appends the data.
+# offer CONFIG RATE PORT: one open-loop turn; its latencies join the point's samples.
+offer() {
+    local summary
+    summary=$("$work/open-loop-client" 127.0.0.1 "$3" "$2" "$seconds" "$work/turn" 4000 2> "$work/progress")
+    cat "$work/turn" >> "$work/samples-$1"
+    echo "$(tail -n 1 "$work/progress") ($1: $summary)" >&2
+}
+
+# point SERVER KEY CONFIG LOAD RATE PID: the point's line from all its turns' samples; appends the data.
 point() {
-    local server=$1 key=$2 config=$3 load=$4 rate=$5 port=$6 summary stats
-    summary=$("$work/open-loop-client" 127.0.0.1 "$port" "$rate" "$seconds" "$work/latencies" 4000 2> "$work/progress")
-    tail -n 1 "$work/progress" >&2
-    stats=$(sort -n "$work/latencies" | awk '{ v[NR] = $1 } END {
+    local server=$1 key=$2 config=$3 load=$4 rate=$5 stats
+    stats=$(sort -n "$work/samples-$config" | awk '{ v[NR] = $1 } END {
         if (NR == 0) { print "- - - -"; exit }
         split("0.50 0.90 0.99 0.999", q, " ")
         for (i = 1; i <= 4; i++) { k = int(q[i] * NR); if (k < 1) k = 1; printf "%.2f ", v[k] / 1000 }
     }')
     read -r p50 p90 p99 p999 <<< "$stats"
     echo "latency $server $key $config $load%: offered $rate/s, p50 $p50 ms, p90 $p90 ms, p99 $p99 ms, p99.9 $p999 ms"
-    echo "  ($summary)" >&2
-    [ "$config" = none ] || echo "pool $server $key $config $load%: $(pool_latency) (us, p50/p99/p99.9)"
+    [ "$config" = none ] || echo "pool $server $key $config $load%: $(pool_latency "$6") (us, p50/p99/p99.9)"
     echo "$config $load $rate $p50 $p90 $p99 $p999" >> "$output/latency-$server-$key.dat"
 }
 
@@ -132,18 +144,18 @@ plot $lines
 EOF
 }
 
-echo "open-loop full TLS handshakes, $seconds s per point; $(nproc) cores shared by the client and the server"
+echo "open-loop full TLS handshakes, $seconds s per turn, $repeat turn(s) per point; $(nproc) cores shared by the client and the server"
 echo "cpu: $cpu, $version"
 summary=()
 for server in $servers; do
     for key in $keys; do
         : > "$output/latency-$server-$key.dat"
-        declare -A capacity=()
+        declare -A capacity=() port=() pid=() saturated=()
         for config in $configs; do
-            port=$(free_port)
-            start_server "$server" "$key" "$config" "$port"
-            capacity[$config]=$(drive "$port" --h1 || echo 0)
-            stop_server
+            port[$config]=$(free_port)
+            start_server "$server" "$key" "$config" "${port[$config]}"
+            capacity[$config]=$(drive "${port[$config]}" --h1 || echo 0)
+            stop_server "$server_pid"
             echo "capacity $server $key $config: ${capacity[$config]} hs/s (h2load, $clients connections)" >&2
         done
         plain=${capacity[none]:-0}
@@ -154,18 +166,34 @@ for server in $servers; do
         load=145
         while [ $((plain * load / 100)) -le "$best" ] && [ "$plain" -gt 0 ]; do points+=" $load"; load=$((load + 25)); done
         for config in $configs; do
-            port=$(free_port)
-            start_server "$server" "$key" "$config" "$port"
-            for load in $points; do
-                rate=$((plain * load / 100))
-                [ "$rate" -gt 0 ] || continue
-                line=$(point "$server" "$key" "$config" "$load" "$rate" "$port")
+            start_server "$server" "$key" "$config" "${port[$config]}"
+            pid[$config]=$server_pid
+            saturated[$config]=0
+        done
+        for load in $points; do
+            rate=$((plain * load / 100))
+            [ "$rate" -gt 0 ] || continue
+            driven=()
+            for config in $configs; do
+                if [ "${saturated[$config]}" = 1 ] && [ "$load" -gt 120 ]; then
+                    echo "latency $server $key $config $load%: skipped, saturated (p50 over 1 s at a lower load)" >&2
+                else
+                    driven+=("$config")
+                    : > "$work/samples-$config"
+                fi
+            done
+            for turn in $(seq "$repeat"); do
+                for config in "${driven[@]}"; do offer "$config" "$rate" "${port[$config]}"; sleep 1; done
+            done
+            for config in "${driven[@]}"; do
+                line=$(point "$server" "$key" "$config" "$load" "$rate" "${pid[$config]}")
                 echo "$line"
                 summary+=("$line")
-                sleep 1
+                awk '/^latency/ { sub(/ ms,.*/, "", $0); n = split($0, f, " "); exit f[n] + 0 > 1000 ? 0 : 1 }' <<< "$line" \
+                    && saturated[$config]=1
             done
-            stop_server
         done
+        for config in $configs; do stop_server "${pid[$config]}"; done
         plot "$server" "$key"
     done
 done

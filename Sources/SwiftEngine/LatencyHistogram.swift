@@ -1,14 +1,19 @@
 import Synchronization
 
-/// Latencies in microseconds, in power-of-two buckets, over a recent window,
-/// so that a running server's counters show where its handshake time goes
-/// (a histogram: a mean would hide the tail). The window is two halves of
+/// Latencies in microseconds, over a recent window, so that a running
+/// server's counters show where its handshake time goes (a histogram: a mean
+/// would hide the tail). Buckets keep three significant bits, eight to each
+/// power of two (within 12.5%): fine enough that a held wake-up's 1 ms shows
+/// on a 1-2 ms signature, where power-of-two buckets could not tell 1.1 from 2 ms. The window is two halves of
 /// `halfNanoseconds`: records go to the current half, a report reads both,
 /// and a half is emptied when its turn comes round again. Lock-free: a
 /// record is one relaxed add (two when it starts a new half).
 final class LatencyHistogram: @unchecked Sendable {
-    /// [0, 1) µs, [1, 2), [2, 4) ... [2^23, ∞): the last one holds 8.4 s and more.
-    static let bucketCount = 25
+    /// [0, 1) µs ... [7, 8), then eight to each power of two: [8, 9) ... [15, 16),
+    /// [16, 18) ... [30, 32), ... up to [15·2^20, 2^24); the last one, [2^24, ∞), holds 16.8 s and more.
+    static let subBuckets = 8
+    static let largestExponent = 23
+    static let bucketCount = subBuckets * (largestExponent - 1) + 1
     static let halfNanoseconds = 5_000_000_000
 
     private let counts: UnsafeMutablePointer<Atomic<Int>>
@@ -26,12 +31,18 @@ final class LatencyHistogram: @unchecked Sendable {
     }
 
     static func bucket(microseconds: Int) -> Int {
-        microseconds <= 0 ? 0 : min(bucketCount - 1, Int.bitWidth - microseconds.leadingZeroBitCount)
+        if microseconds < subBuckets { return max(0, microseconds) }
+        let exponent = Int.bitWidth - 1 - microseconds.leadingZeroBitCount   // 3 or more
+        if exponent > largestExponent { return bucketCount - 1 }
+        return subBuckets * (exponent - 2) + ((microseconds >> (exponent - 3)) & (subBuckets - 1))
     }
 
-    /// The largest latency bucket `bucket` holds, in µs (the last one's lower bound).
+    /// Where bucket `bucket` ends (its latencies lie below), in µs; the last one's start.
     static func upperBound(of bucket: Int) -> Int {
-        bucket == bucketCount - 1 ? 1 << (bucketCount - 2) : 1 << bucket
+        if bucket < subBuckets { return bucket + 1 }
+        if bucket == bucketCount - 1 { return 1 << (largestExponent + 1) }
+        let exponent = bucket / subBuckets + 2
+        return (subBuckets + bucket % subBuckets + 1) << (exponent - 3)
     }
 
     func record(nanoseconds: Int, now: Int) {
@@ -60,7 +71,7 @@ final class LatencyHistogram: @unchecked Sendable {
         }
     }
 
-    /// The bucket bound (µs) at or below which `fraction` of the window's latencies lie; 0 when it is empty.
+    /// The bucket bound (µs) below which `fraction` of the window's latencies lie; 0 when it is empty.
     static func percentile(_ fraction: Double, of snapshot: [Int]) -> Int {
         let total = snapshot.reduce(0, +)
         guard total > 0 else { return 0 }

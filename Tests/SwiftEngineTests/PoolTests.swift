@@ -268,22 +268,22 @@ extension WorkerPoolTests {
     }
 }
 
-/// The pool's latency histograms: power-of-two buckets over a window of two halves.
+/// The pool's latency histograms: buckets of three significant bits over a window of two halves.
 final class LatencyHistogramTests: XCTestCase {
     let half = LatencyHistogram.halfNanoseconds
 
     func testPercentilesAreBucketBounds() {
         let histogram = LatencyHistogram()
         let now = 100 * half
-        for _ in 0..<990 { histogram.record(nanoseconds: 10_000, now: now) }      // 10 µs: bucket (8, 16]
-        for _ in 0..<9 { histogram.record(nanoseconds: 3_000_000, now: now) }     // 3 ms: (2048, 4096]
+        for _ in 0..<990 { histogram.record(nanoseconds: 10_000, now: now) }      // 10 µs: bucket [10, 11)
+        for _ in 0..<9 { histogram.record(nanoseconds: 3_000_000, now: now) }     // 3 ms: [2816, 3072)
         histogram.record(nanoseconds: 60_000_000_000, now: now)                   // 60 s: the last bucket
         let snapshot = histogram.snapshot(now: now)
         XCTAssertEqual(snapshot.reduce(0, +), 1000)
-        XCTAssertEqual(LatencyHistogram.percentile(0.5, of: snapshot), 16)
-        XCTAssertEqual(LatencyHistogram.percentile(0.99, of: snapshot), 16)
-        XCTAssertEqual(LatencyHistogram.percentile(0.995, of: snapshot), 4096)
-        XCTAssertEqual(LatencyHistogram.percentile(1.0, of: snapshot), 1 << 23)
+        XCTAssertEqual(LatencyHistogram.percentile(0.5, of: snapshot), 11)
+        XCTAssertEqual(LatencyHistogram.percentile(0.99, of: snapshot), 11)
+        XCTAssertEqual(LatencyHistogram.percentile(0.995, of: snapshot), 3072)
+        XCTAssertEqual(LatencyHistogram.percentile(1.0, of: snapshot), 1 << 24)
         XCTAssertEqual(LatencyHistogram.percentile(0.5, of: Array(repeating: 0, count: LatencyHistogram.bucketCount)), 0)
     }
 
@@ -296,9 +296,38 @@ final class LatencyHistogramTests: XCTestCase {
         histogram.record(nanoseconds: 5_000, now: start + 2 * half)              // the first half's turn again: emptied
         let snapshot = histogram.snapshot(now: start + 2 * half)
         XCTAssertEqual(snapshot.reduce(0, +), 2)
-        XCTAssertEqual(LatencyHistogram.percentile(1.0, of: snapshot), 8, "the 1 ms sample is gone")
+        XCTAssertEqual(LatencyHistogram.percentile(1.0, of: snapshot), 6, "the 1 ms sample is gone")
         XCTAssertEqual(histogram.snapshot(now: start + 5 * half).reduce(0, +), 0, "nothing recorded for a whole window")
         histogram.record(nanoseconds: 5_000, now: start + 9 * half)
         XCTAssertEqual(histogram.snapshot(now: start + 9 * half).reduce(0, +), 1, "both halves emptied after a long gap")
+    }
+
+    /// Every latency lies in one bucket that ends above it and starts where the one before ends,
+    /// no bucket is wider than an eighth of its start, and a held wake-up's 1 ms on a 1.1 ms
+    /// operation (2.1 ms) reads apart from it, which power-of-two buckets (both 2,048) could not.
+    func testBucketsTileTheRangeWithinAnEighth() {
+        var previous = 0
+        var microseconds = 0
+        while microseconds < 1 << 25 {
+            let bucket = LatencyHistogram.bucket(microseconds: microseconds)
+            XCTAssert(bucket == previous || bucket == previous + 1, "\(microseconds) µs: bucket \(bucket) after \(previous)")
+            XCTAssertLessThan(bucket, LatencyHistogram.bucketCount)
+            if bucket < LatencyHistogram.bucketCount - 1 {
+                XCTAssertLessThan(microseconds, LatencyHistogram.upperBound(of: bucket), "\(microseconds) µs")
+            }
+            if bucket > 0 {
+                let start = LatencyHistogram.upperBound(of: bucket - 1)
+                XCTAssertGreaterThanOrEqual(microseconds, start, "\(microseconds) µs")
+                if bucket < LatencyHistogram.bucketCount - 1 {
+                    XCTAssertLessThanOrEqual(LatencyHistogram.upperBound(of: bucket) - start, max(1, start / 8), "bucket \(bucket)")
+                }
+            }
+            previous = bucket
+            microseconds += microseconds < 4096 ? 1 : microseconds / 4096
+        }
+        XCTAssertEqual(LatencyHistogram.bucket(microseconds: 1 << 30), LatencyHistogram.bucketCount - 1)
+        XCTAssertEqual(LatencyHistogram.bucket(microseconds: -5), 0)
+        XCTAssertNotEqual(LatencyHistogram.upperBound(of: LatencyHistogram.bucket(microseconds: 1_100)),
+                          LatencyHistogram.upperBound(of: LatencyHistogram.bucket(microseconds: 2_100)))
     }
 }
