@@ -189,8 +189,8 @@ for server in $servers; do
                 line=$(point "$server" "$key" "$config" "$load" "$rate" "${pid[$config]}")
                 echo "$line"
                 summary+=("$line")
-                awk '/^latency/ { sub(/ ms,.*/, "", $0); n = split($0, f, " "); exit f[n] + 0 > 1000 ? 0 : 1 }' <<< "$line" \
-                    && saturated[$config]=1
+                # The point's data line: config load rate p50 p90 p99 p99.9.
+                tail -n 1 "$output/latency-$server-$key.dat" | awk '{ exit !($4 + 0 > 1000) }' && saturated[$config]=1
             done
         done
         for config in $configs; do stop_server "${pid[$config]}"; done

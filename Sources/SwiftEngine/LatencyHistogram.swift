@@ -4,9 +4,10 @@ import Synchronization
 /// server's counters show where its handshake time goes (a histogram: a mean
 /// would hide the tail). Buckets keep three significant bits, eight to each
 /// power of two (within 12.5%): fine enough that a held wake-up's 1 ms shows
-/// on a 1-2 ms signature, where power-of-two buckets could not tell 1.1 from 2 ms. The window is two halves of
-/// `halfNanoseconds`: records go to the current half, a report reads both,
-/// and a half is emptied when its turn comes round again. Lock-free: a
+/// on a 1-2 ms signature, where power-of-two buckets could not tell 1.1 from
+/// 2 ms. The window is two halves of `halfNanoseconds`: records go to the
+/// current half, a report reads both, and a half is emptied when its turn
+/// comes round again. Lock-free: a
 /// record is one relaxed add (two when it starts a new half).
 final class LatencyHistogram: @unchecked Sendable {
     /// [0, 1) µs ... [7, 8), then eight to each power of two: [8, 9) ... [15, 16),
