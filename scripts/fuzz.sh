@@ -42,6 +42,10 @@ provider_jobs=$(sed -n 's/^swiftasync fuzz: provider steps compared: [0-9]*, in 
 if [ "${provider_jobs:-0}" -eq 0 ]; then missing="$missing provider steps in jobs"; fi
 if [ "$status" -ne 0 ] || [ -z "$inputs" ] || [ ! -s "$work/stats" ] || [ -n "$missing" ]; then
     grep -v -E "^INFO|^#[0-9]+ +(NEW|REDUCE|pulse|INITED)|^During symbol" build/fuzz.log | tail -150
+    # CI shows only the last lines: the cause goes last, with the top of the first stack.
+    echo "fuzz: why it stopped:"
+    grep -E "^swiftasync fuzz: [^p]|^[^ ].*: (engine|provider) |^==[0-9]+==ERROR|^SUMMARY|runtime error|Fatal error" build/fuzz.log | head -8 || true
+    awk '/^ *#[0-9]+ 0x/ && !/fuzzer::|__sanitizer|sanitizer_common|libc\.so/ { print; if (++frames == 12) exit }' build/fuzz.log
     [ -n "$missing" ] && echo "never offloaded: $missing"
     echo "fuzz: ${inputs:-0} inputs, exit status $status"
     echo "fuzz: 0 passed, 1 failed"
