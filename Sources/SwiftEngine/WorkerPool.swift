@@ -9,9 +9,12 @@ import Synchronization
 /// While more work is queued, a worker tells owners in batches: of up to
 /// `notifyBatch` results, the first held at most `notifyDelay`. The
 /// application is then woken once for several results instead of once each,
-/// and the cores stay on the math. A result is held only while the next
-/// piece of work is expected to end within that delay, judged by the slowest
-/// of the worker's recent ones (a decaying maximum: a queue that mixes
+/// and the cores stay on the math. A result is held only while the
+/// application is busy, known by its submissions: when none came while the
+/// last piece of work ran, the application is waiting (in its poll) and is
+/// told at once, since holding would only add to its latency. And only while
+/// the next piece of work is expected to end within that delay, judged by the
+/// slowest of the worker's recent ones (a decaying maximum: a queue that mixes
 /// RSA-4096 with X25519 may hand either next): where slow operations run,
 /// each result is told before the next begins, instead of waiting one more
 /// operation's time.
@@ -77,6 +80,8 @@ final class WorkerPool: @unchecked Sendable {
     private let workersQuiet = PThreadCondition()
     private let forkFinished = PThreadCondition()
     private var waitingSubmitters = 0
+    /// Items queued, of all time (wrapping): a worker that sees it move while it works knows the application is busy.
+    private var submissions = 0
     private var stopping = false
     private var threads: [pthread_t] = []
     /// Per worker: items taken from the queue and not yet handed to `notify`.
@@ -192,6 +197,7 @@ final class WorkerPool: @unchecked Sendable {
 
     private func enqueueAndUnlock(_ item: UnsafeMutableRawPointer) -> SubmitOutcome {
         queue.push(item)
+        submissions &+= 1
         let depth = queue.count
         queued.store(depth, ordering: .relaxed)
         let wakeOne = sleepingWorkers > 0
@@ -255,6 +261,8 @@ final class WorkerPool: @unchecked Sendable {
         batch.reserveCapacity(lanes?.width ?? 1)
         var justWatched = false
         var heldSince = 0
+        /// `submissions` when this worker's last piece of work began.
+        var submissionsAtStart = 0
         /// The slowest of this worker's recent pieces of work, decaying by an eighth each: what the next may take.
         var expectedWorkNanoseconds = 0
         /// With the lock held: the lock is let go for work, counted as busy.
@@ -299,9 +307,12 @@ final class WorkerPool: @unchecked Sendable {
                 inFlight[index].append(contentsOf: batch)
                 justWatched = false
                 let wakeSubmitter = waitingSubmitters > 0
+                let applicationWaits = submissions == submissionsAtStart
+                submissionsAtStart = submissions
                 let flush = done.count >= notifyBatch
                     || (!done.isEmpty
-                        && monotonicNanoseconds() - heldSince + expectedWorkNanoseconds >= notifyDelayNanoseconds)
+                        && (applicationWaits
+                            || monotonicNanoseconds() - heldSince + expectedWorkNanoseconds >= notifyDelayNanoseconds))
                 if flush { inFlight[index].removeFirst(done.count) }
                 leaveForWork()
                 if wakeSubmitter { roomAvailable.signal() }

@@ -39,8 +39,9 @@ final class WorkerPoolTests: XCTestCase {
         pool.shutdown()
     }
 
-    /// With work queued, completions are told in batches, never more than
-    /// notifyBatch held back, and none lost; alone, each is told at once.
+    /// With work queued and the application still submitting, completions
+    /// are told in batches, never more than notifyBatch held back, and none
+    /// lost; alone, each is told at once.
     func testNotificationsAreBatchedOnlyWhileWorkIsQueued() {
         let executed = Atomic<Int>(0)
         let notified = Atomic<Int>(0)
@@ -49,10 +50,14 @@ final class WorkerPoolTests: XCTestCase {
                               notifyDelayMicroseconds: 1_000_000, execute: { _ in
             let held = executed.wrappingAdd(1, ordering: .relaxed).newValue - notified.load(ordering: .relaxed)
             if held > maxHeldBack.load(ordering: .relaxed) { maxHeldBack.store(held, ordering: .relaxed) }
-            usleep(200)
+            usleep(2_000)
         }, notify: { _ in notified.wrappingAdd(1, ordering: .relaxed) })
         XCTAssertTrue(pool.start())
-        for value in 1...30 { _ = pool.trySubmit(item(value)) }
+        // A busy application: a submission every 500 µs while each item takes 2 ms.
+        for value in 1...30 {
+            _ = pool.trySubmit(item(value))
+            usleep(500)
+        }
         for _ in 0..<1000 where notified.load(ordering: .relaxed) < 30 { usleep(1_000) }
         XCTAssertEqual(notified.load(ordering: .relaxed), 30)
         XCTAssertGreaterThan(maxHeldBack.load(ordering: .relaxed), 1, "a backlog must batch")
@@ -64,27 +69,66 @@ final class WorkerPoolTests: XCTestCase {
         pool.shutdown()
     }
 
+    /// An application that submitted nothing while a piece of work ran is
+    /// waiting for it (in its poll): that result is told before the worker
+    /// starts on the next, however much is queued and however long the delay.
+    func testAWaitingApplicationIsToldAtOnce() {
+        let gate = Atomic<Bool>(false)
+        let seen = events(of: 1...8, notifyDelayMicroseconds: 1_000_000, whileSubmitted: {
+            gate.store(true, ordering: .releasing)   // every submission made: from item 2 on, none arrives
+        }) { _ in
+            while !gate.load(ordering: .acquiring) { usleep(100) }
+            usleep(1_000)
+        }
+        assertEachToldBeforeTheNextBegins(2...7, in: seen)
+    }
+
     /// Where work slower than the notify delay runs, no result is held for
-    /// the next piece of work: each is told before the worker starts on the
-    /// next, so a backlog adds no further operation's time to anyone's wait.
-    /// The slow items (odd) alternate with instant ones (even), as RSA-4096
-    /// signatures do with X25519 in a TLS server's queue.
+    /// the next piece of work, even while the application keeps submitting:
+    /// each is told before the worker starts on the next, so a backlog adds
+    /// no further operation's time to anyone's wait. The slow items (odd)
+    /// alternate with instant ones (even), as RSA-4096 signatures do with
+    /// X25519 in a TLS server's queue; instant fillers (100 and up) keep coming.
     func testResultsSlowerThanTheDelayAreToldBeforeTheNextBegins() {
-        let events = Locked<[String]>([])
-        let pool = WorkerPool(threadCount: 1, queueCapacity: 100, notifyBatch: 64,
-                              notifyDelayMicroseconds: 1_000, execute: { raw in
-            events.withLock { $0.append("start \(Int(bitPattern: raw))") }
+        let seen = events(of: 1...6, notifyDelayMicroseconds: 1_000, fillers: 60) { raw in
             if Int(bitPattern: raw) % 2 == 1 { usleep(5_000) }
+        }
+        assertEachToldBeforeTheNextBegins(1...5, in: seen)
+    }
+
+    /// "start N" and "told N" as a one-worker pool (notifyBatch 64) runs
+    /// `values`; `whileSubmitted` runs once they are queued, then `fillers`
+    /// more items (100, 101, ...) come one every 500 µs: a busy application.
+    private func events(of values: ClosedRange<Int>, notifyDelayMicroseconds: Int, fillers: Int = 0,
+                        whileSubmitted: () -> Void = {},
+                        execute: @escaping @Sendable (UnsafeMutableRawPointer) -> Void) -> [String] {
+        let events = Locked<[String]>([])
+        let pool = WorkerPool(threadCount: 1, queueCapacity: 200, notifyBatch: 64,
+                              notifyDelayMicroseconds: notifyDelayMicroseconds, execute: { raw in
+            events.withLock { $0.append("start \(Int(bitPattern: raw))") }
+            execute(raw)
         }, notify: { raw in events.withLock { $0.append("told \(Int(bitPattern: raw))") } })
         XCTAssertTrue(pool.start())
-        for value in 1...6 { XCTAssertNotEqual(pool.trySubmit(item(value)), .full) }
-        for _ in 0..<2000 where events.withLock({ $0.count }) < 12 { usleep(1_000) }
+        for value in values { XCTAssertNotEqual(pool.trySubmit(item(value)), .full) }
+        whileSubmitted()
+        for filler in 0..<fillers {
+            XCTAssertNotEqual(pool.trySubmit(item(100 + filler)), .full)
+            usleep(500)
+        }
+        let expected = 2 * (values.count + fillers)
+        for _ in 0..<2000 where events.withLock({ $0.count }) < expected { usleep(1_000) }
         pool.shutdown()
         let seen = events.withLock { $0 }
-        XCTAssertEqual(seen.count, 12, "\(seen)")
-        for value in 1...5 {
+        XCTAssertEqual(seen.count, expected, "\(seen)")
+        return seen
+    }
+
+    private func assertEachToldBeforeTheNextBegins(_ values: ClosedRange<Int>, in seen: [String],
+                                                   file: StaticString = #filePath, line: UInt = #line) {
+        for value in values {
             let told = seen.firstIndex(of: "told \(value)"), next = seen.firstIndex(of: "start \(value + 1)")
-            XCTAssertLessThan(told ?? .max, next ?? .min, "\(value) told before \(value + 1) began: \(seen)")
+            XCTAssertLessThan(told ?? .max, next ?? .min, "\(value) told before \(value + 1) began: \(seen)",
+                              file: file, line: line)
         }
     }
 
