@@ -44,7 +44,9 @@ if [ "$status" -ne 0 ] || [ -z "$inputs" ] || [ ! -s "$work/stats" ] || [ -n "$m
     grep -v -E "^INFO|^#[0-9]+ +(NEW|REDUCE|pulse|INITED)|^During symbol" build/fuzz.log | tail -150
     # CI shows only the last lines: the cause goes last, with the top of the first stack.
     echo "fuzz: why it stopped:"
-    grep -E "^swiftasync fuzz: [^p]|^[^ ].*: (engine|provider) |^==[0-9]+==ERROR|^SUMMARY|runtime error|Fatal error" build/fuzz.log | head -8 || true
+    # The harness's failure line with the step it names before it and OpenSSL's errors after it.
+    grep -v "steps compared" build/fuzz.log | grep -B1 -A2 "^swiftasync fuzz: " | head -8 || true
+    grep -E "^==[0-9]+== ?ERROR|^SUMMARY|runtime error|Fatal error" build/fuzz.log | head -4 || true
     awk '/^ *#[0-9]+ 0x/ && !/fuzzer::|__sanitizer|sanitizer_common|libc\.so/ { print; if (++frames == 12) exit }' build/fuzz.log
     [ -n "$missing" ] && echo "never offloaded: $missing"
     echo "fuzz: ${inputs:-0} inputs, exit status $status"
