@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Side by side, in one run: `openssl speed` without the engine (one core and
 # -multi <cores>) and with swiftasync (no async jobs, -async_jobs 1, 8 and 64,
-# and -async_jobs 64 with the 8-lane path switched off, alone and with the
-# callers computing at saturation, CALLER_RUNS_DEPTH), then the provider
+# and -async_jobs 64 with the 8-lane path switched off: by default, with the
+# callers never computing (CALLER_RUNS_DEPTH=0) and with a worker fewer), then the provider
 # at -async_jobs 64 (openssl-provider.cnf); then, on each newer OpenSSL built
 # by `make versions` (BENCH_OPENSSL_SERIES, default 4.0), that version's own
 # speed (one core, -multi) against the provider built for it. Wall-clock rates
@@ -72,23 +72,22 @@ for algorithm in $algorithms; do
     fi
     read -r jobs64 jobs64_offloaded jobs64_lanes jobs64_fill <<< "$(engine_rate -async_jobs 64)"
     row "engine, -async_jobs 64" "$jobs64" "$jobs64_offloaded" "$jobs64_lanes" "$jobs64_fill"
+    # Without lanes (as on a CPU without IFMA) the callers compute when the pool is saturated
+    # (by default, at one operation queued per worker): against never, and with one worker
+    # fewer than the cores (the caller is the last core's).
     read -r scalar64 scalar64_offloaded _ _ <<< "$(SWIFTASYNC_MULTIBUFFER=0 engine_rate -async_jobs 64)"
     row "engine, -async_jobs 64, MULTIBUFFER=0" "$scalar64" "$scalar64_offloaded" 0 -
-    # Without lanes (as on a CPU without IFMA) the callers compute when the pool is saturated:
-    # with a worker per core, and with one fewer (the caller is the last core's).
-    read -r callers64 callers64_offloaded _ _ <<< "$(SWIFTASYNC_MULTIBUFFER=0 SWIFTASYNC_CALLER_RUNS_DEPTH=4 engine_rate -async_jobs 64)"
-    row "  ... CALLER_RUNS_DEPTH=4" "$callers64" "$callers64_offloaded" 0 -
-    read -r fewer64 fewer64_offloaded _ _ <<< "$(SWIFTASYNC_MULTIBUFFER=0 SWIFTASYNC_CALLER_RUNS_DEPTH=4 \
-        SWIFTASYNC_THREADS=$fewer engine_rate -async_jobs 64)"
-    row "  ... CALLER_RUNS_DEPTH=4, THREADS=$fewer" "$fewer64" "$fewer64_offloaded" 0 -
+    read -r never64 never64_offloaded _ _ <<< "$(SWIFTASYNC_MULTIBUFFER=0 SWIFTASYNC_CALLER_RUNS_DEPTH=0 engine_rate -async_jobs 64)"
+    row "  ... CALLER_RUNS_DEPTH=0 (never)" "$never64" "$never64_offloaded" 0 -
+    read -r fewer64 fewer64_offloaded _ _ <<< "$(SWIFTASYNC_MULTIBUFFER=0 SWIFTASYNC_THREADS=$fewer engine_rate -async_jobs 64)"
+    row "  ... THREADS=$fewer" "$fewer64" "$fewer64_offloaded" 0 -
     read -r provider64 provider64_offloaded provider64_lanes provider64_fill <<< "$(provider_rate -async_jobs 64)"
     row "provider, -async_jobs 64" "$provider64" "$provider64_offloaded" "$provider64_lanes" "$provider64_fill"
     r64=$(ratio "$jobs64" "$multi")
     echo "ratio engine -async_jobs 64 / software -multi $cores: $r64 (target >= $target64: $(verdict "$r64" "$target64"))"
-    echo "ratio engine -async_jobs 64, MULTIBUFFER=0 / software -multi $cores: $(ratio "$scalar64" "$multi")"
-    for callers in "CALLER_RUNS_DEPTH=4:$callers64" "CALLER_RUNS_DEPTH=4 THREADS=$fewer:$fewer64"; do
-        rc=$(ratio "${callers##*:}" "$multi")
-        echo "ratio engine -async_jobs 64, MULTIBUFFER=0 ${callers%%:*} / software -multi $cores: $rc (target >= 0.97: $(verdict "$rc" 0.97))"
+    for shape in ":$scalar64" " CALLER_RUNS_DEPTH=0:$never64" " THREADS=$fewer:$fewer64"; do
+        rs=$(ratio "${shape##*:}" "$multi")
+        echo "ratio engine -async_jobs 64, MULTIBUFFER=0${shape%%:*} / software -multi $cores: $rs (target >= 0.97: $(verdict "$rs" 0.97))"
     done
     rp=$(ratio "$provider64" "$jobs64")
     echo "ratio provider -async_jobs 64 / engine -async_jobs 64: $rp (target >= 0.95: $(verdict "$rp" 0.95))"

@@ -14,8 +14,9 @@ import Foundation
 /// them, nor what they hold (a TLS job holds an ENGINE reference): run this
 /// in a process of its own, such as `engine-loader check --only cancel`.
 public enum CancelCheck {
-    /// One worker this slow keeps every operation in flight until its owner is gone.
-    public static let settings = [("THREADS", "1"), ("WORKER_DELAY_USEC", "300000")]
+    /// One worker this slow keeps every operation in flight until its owner is gone
+    /// (and no caller computes its own, however deep the queue).
+    public static let settings = [("THREADS", "1"), ("WORKER_DELAY_USEC", "300000"), ("CALLER_RUNS_DEPTH", "0")]
 
     public static func run(engine: LoadedEngine, connections: Int = 4) throws -> CheckReport {
         var report = CheckReport(section: "cancel")

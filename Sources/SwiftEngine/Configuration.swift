@@ -18,8 +18,12 @@ struct Configuration: Sendable {
     /// How long an idle worker watches for new work before sleeping (0: never).
     var idleSpinMicroseconds = 50
     /// With every worker busy and this many operations queued, one that no
-    /// 8-lane call would take is computed by its caller (0: never).
-    var callerRunsDepth = 0
+    /// 8-lane call would take is computed by its caller (0: never; nil: four
+    /// queued per worker, when each worker has its next operations waiting and
+    /// a hand-off would only add a wake-up to the same work; at one per worker
+    /// short bursts below capacity met it too, and HAProxy's two threads
+    /// then computed in their event loops).
+    var callerRunsDepth: Int?
     /// Latency added before each operation, as a hardware accelerator would have (tests).
     var workerDelayMicroseconds = 0
     /// Like operations queued together share 8-lane calls where the CPU can run them.
@@ -42,6 +46,8 @@ struct Configuration: Sendable {
     var workerCount: Int {
         threads > 0 ? threads : max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
     }
+
+    var effectiveCallerRunsDepth: Int { callerRunsDepth ?? 4 * workerCount }
 
     /// Applies one numeric setting; false if the name is unknown or the value out of range.
     mutating func set(_ name: String, to value: Int) -> Bool {

@@ -130,7 +130,7 @@ final class EngineRuntime: @unchecked Sendable {
                 || updated.notifyBatch != configuration.notifyBatch
                 || updated.notifyDelayMicroseconds != configuration.notifyDelayMicroseconds
                 || updated.idleSpinMicroseconds != configuration.idleSpinMicroseconds
-                || updated.callerRunsDepth != configuration.callerRunsDepth
+                || updated.effectiveCallerRunsDepth != configuration.effectiveCallerRunsDepth
                 || updated.workerDelayMicroseconds != configuration.workerDelayMicroseconds
                 || updated.multibuffer != configuration.multibuffer
                 || updated.multibufferMinimumFill != configuration.multibufferMinimumFill
@@ -207,7 +207,7 @@ final class EngineRuntime: @unchecked Sendable {
                                    notifyBatch: configuration.notifyBatch,
                                    notifyDelayMicroseconds: configuration.notifyDelayMicroseconds,
                                    idleSpinMicroseconds: configuration.idleSpinMicroseconds,
-                                   callerRunsDepth: configuration.callerRunsDepth,
+                                   callerRunsDepth: configuration.effectiveCallerRunsDepth,
                                    lanes: lanes,
                                    execute: { item in
                                        EngineRuntime.execute(item, counting: EngineRuntime.shared.statistics,

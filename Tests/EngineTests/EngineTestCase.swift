@@ -13,9 +13,14 @@ class EngineTestCase: XCTestCase {
     /// Ctrl commands for this test class's engine.
     var engineSettings: [(String, String)] { [] }
 
+    /// CALLER_RUNS_DEPTH, set before `engineSettings`; nil: the default. The tests of the
+    /// offload path count every operation inside a job at the pool, however deep their
+    /// queues: by default a saturated pool has callers compute some themselves.
+    var callerRunsDepth: String? { "0" }
+
     override func setUpWithError() throws {
         ERR_clear_error()
-        engine = try LoadedEngine(settings: engineSettings)
+        engine = try LoadedEngine(settings: (callerRunsDepth.map { [("CALLER_RUNS_DEPTH", $0)] } ?? []) + engineSettings)
     }
 
     override func tearDown() {

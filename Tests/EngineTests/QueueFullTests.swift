@@ -97,28 +97,54 @@ final class PoolLatencyCounterTests: EngineTestCase {
     }
 }
 
-/// CALLER_RUNS_DEPTH: with the one (slow) worker busy and the queue that deep,
+/// CALLER_RUNS_DEPTH: with the one (slow) worker busy and the queue that deep (MULTIBUFFER=0:
+/// as on a CPU without lanes),
 /// a job computes its operation itself, counted inline and as caller_ran;
 /// every result stays byte-equal and every operation is counted once.
-final class CallerRunsTests: EngineTestCase {
-    override var engineSettings: [(String, String)] {
-        [("THREADS", "1"), ("WORKER_DELAY_USEC", "5000"), ("CALLER_RUNS_DEPTH", "2"), ("MULTIBUFFER", "0")]
-    }
+class CallerRunsCase: EngineTestCase {
+    override var engineSettings: [(String, String)] { [("THREADS", "1"), ("WORKER_DELAY_USEC", "5000"), ("MULTIBUFFER", "0")] }
 
-    func testJobsComputeThemselvesWhenTheQueueIsDeep() throws {
+    func checkCallersCompute() throws {
         for mode in WakeMode.allCases {
-            // A sleeping worker takes a while to wake (under the sanitizers longer than a
-            // batch's submissions take): a batch in which it never got busy is run again.
+            // A sleeping worker takes a while to wake (on a busy host or under the sanitizers
+            // longer than 64 submissions take): a batch in which it never got busy is run again.
             var ran = 0
             for _ in 0..<3 where ran == 0 {
-                let (_, counters) = try runSignatureJobs(64, padding: RSA_PKCS1_PADDING, mode: mode)
+                let (_, counters) = try runSignatureJobs(256, padding: RSA_PKCS1_PADDING, mode: mode)
                 ran = (counters.after.header["caller_ran"] ?? 0) - (counters.before.header["caller_ran"] ?? 0)
                 let inline = delta(counters, "rsa_private_encrypt", "inline")
                 let offloaded = delta(counters, "rsa_private_encrypt", "offloaded")
                 XCTAssertEqual(inline, ran, "\(mode): what the callers ran is counted inline")
-                XCTAssertEqual(offloaded + inline, 64, "\(mode): each operation once")
+                XCTAssertEqual(offloaded + inline, 256, "\(mode): each operation once")
             }
-            XCTAssertGreaterThan(ran, 0, "\(mode): 64 jobs behind a 5 ms worker find the queue 2 deep")
+            XCTAssertGreaterThan(ran, 0, "\(mode): 256 jobs behind a 5 ms worker find the queue deep")
+        }
+    }
+}
+
+final class CallerRunsTests: CallerRunsCase {
+    override var callerRunsDepth: String? { "2" }
+
+    func testJobsComputeThemselvesWhenTheQueueIsDeep() throws { try checkCallersCompute() }
+}
+
+/// Without CALLER_RUNS_DEPTH set, callers compute at saturation (four queued per worker, here 4).
+final class CallerRunsByDefaultTests: CallerRunsCase {
+    override var callerRunsDepth: String? { nil }
+
+    func testByDefaultJobsComputeThemselvesWhenTheQueueIsDeep() throws { try checkCallersCompute() }
+}
+
+/// CALLER_RUNS_DEPTH=0: however deep the queue, every operation goes to the worker.
+final class CallerNeverRunsTests: CallerRunsCase {
+    override var callerRunsDepth: String? { "0" }
+
+    func testEveryOperationIsOffloaded() throws {
+        for mode in WakeMode.allCases {
+            let (_, counters) = try runSignatureJobs(64, padding: RSA_PKCS1_PADDING, mode: mode)
+            XCTAssertEqual((counters.after.header["caller_ran"] ?? 0) - (counters.before.header["caller_ran"] ?? 0), 0, "\(mode)")
+            XCTAssertEqual(delta(counters, "rsa_private_encrypt", "offloaded"), 64, "\(mode)")
+            XCTAssertEqual(delta(counters, "rsa_private_encrypt", "inline"), 0, "\(mode)")
         }
     }
 }

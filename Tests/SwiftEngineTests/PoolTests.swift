@@ -196,6 +196,17 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(configuration.statsFile, "/tmp/x")
         XCTAssertFalse(configuration.set("UNKNOWN", to: 1))
     }
+
+    func testCallersRunAtFourQueuedPerWorkerUnlessSet() {
+        var configuration = Configuration()
+        XCTAssertTrue(configuration.set("THREADS", to: 3))
+        XCTAssertEqual(configuration.effectiveCallerRunsDepth, 12, "by default every worker has its next ones waiting")
+        XCTAssertTrue(configuration.set("CALLER_RUNS_DEPTH", to: 0))
+        XCTAssertEqual(configuration.effectiveCallerRunsDepth, 0, "0: never")
+        XCTAssertTrue(configuration.set("CALLER_RUNS_DEPTH", to: 5))
+        XCTAssertTrue(configuration.set("THREADS", to: 1))
+        XCTAssertEqual(configuration.effectiveCallerRunsDepth, 5)
+    }
 }
 
 final class RingBufferTests: XCTestCase {

@@ -57,7 +57,7 @@ static const ENGINE_CMD_DEFN commands[] = {
       "Microseconds an idle worker watches for new work before it sleeps (default 50; 0 never spins; env SWIFTASYNC_IDLE_SPIN_USEC)",
       ENGINE_CMD_FLAG_NUMERIC },
     { CMD_CALLER_RUNS_DEPTH, "CALLER_RUNS_DEPTH",
-      "With every worker busy and this many operations queued, one no 8-lane call would take is computed by its caller (default 0: never; env SWIFTASYNC_CALLER_RUNS_DEPTH)",
+      "With every worker busy and this many operations queued, one no 8-lane call would take is computed by its caller (default: four per worker; 0 never; env SWIFTASYNC_CALLER_RUNS_DEPTH)",
       ENGINE_CMD_FLAG_NUMERIC },
     { CMD_WORKER_DELAY_USEC, "WORKER_DELAY_USEC",
       "Microseconds a worker waits before each operation, as a hardware accelerator would (testing; default 0; env SWIFTASYNC_WORKER_DELAY_USEC)",
