@@ -73,7 +73,7 @@ for algorithm in $algorithms; do
     read -r jobs64 jobs64_offloaded jobs64_lanes jobs64_fill <<< "$(engine_rate -async_jobs 64)"
     row "engine, -async_jobs 64" "$jobs64" "$jobs64_offloaded" "$jobs64_lanes" "$jobs64_fill"
     # Without lanes (as on a CPU without IFMA) the callers compute when the pool is saturated
-    # (by default, at one operation queued per worker): against never, and with one worker
+    # (by default, at four operations queued per worker): against never, and with one worker
     # fewer than the cores (the caller is the last core's).
     read -r scalar64 scalar64_offloaded _ _ <<< "$(SWIFTASYNC_MULTIBUFFER=0 engine_rate -async_jobs 64)"
     row "engine, -async_jobs 64, MULTIBUFFER=0" "$scalar64" "$scalar64_offloaded" 0 -

@@ -195,6 +195,13 @@ public struct EngineStats: CustomStringConvertible {
         algorithms[algorithm]?[counter] ?? 0
     }
 
+    /// Whether `expected` operations of each algorithm (`offloaded`: each one's count) were each
+    /// counted once in jobs: offloaded (at least one of each kind, at most all), or computed by
+    /// their own job where the pool was saturated (`callerRan`, from the header's `caller_ran`).
+    public static func countedOnceInJobs(offloaded: [Int], callerRan: Int, expected: Int) -> Bool {
+        offloaded.allSatisfy { (1...expected).contains($0) } && offloaded.reduce(callerRan, +) == expected * offloaded.count
+    }
+
     /// Offloaded and not yet handed back by a worker, over every algorithm.
     public var inFlight: Int {
         algorithms.values.reduce(0) { $0 + ($1["offloaded"] ?? 0) - ($1["completed"] ?? 0) }
